@@ -1,0 +1,459 @@
+"""Grid files: the strict schema of DESIGN 3.2, YAML loading, `--smoke` merging and expansion into cells.
+
+A grid file is declarative and strict. Unknown keys, wrong types, empty or negative sizes, duplicate
+names and contradictory options are errors that name the file, the key path and what was expected
+(`GridError`). This module never imports torch: the report and `--dry-run` load grids without it.
+
+    grid = load_grid("grids/quickstart.yaml", smoke=False)
+    cells = expand(grid)          # one Cell per classifier to train
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1  # bump to invalidate every cached artifact deliberately
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RESERVED_ARMS = ("real-only", "real-extra")
+
+
+class GridError(ValueError):
+    """Bad input in a grid file: the message names the file, the key path and what was expected."""
+
+
+class Strict(BaseModel):
+    """Base of every schema node: unknown keys are errors, no type coercion, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+# One option model per dataset name; `study.data.LOADERS` holds the loader for the same names.
+
+
+class _DatasetBase(Strict):
+    resolution: PositiveInt | None = None  # resize to this many pixels a side; None keeps the native size
+    flip: bool | None = None  # horizontal flips allowed as augmentation; None = the dataset's default
+
+
+class DigitsData(_DatasetBase):
+    """scikit-learn's bundled 8x8 digits (1797 images); a fixed stratified split gives the test set."""
+
+    name: Literal["digits"]
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+
+
+class MedmnistData(_DatasetBase):
+    name: Literal["medmnist"]
+    flavor: str  # e.g. breastmnist, pneumoniamnist, bloodmnist
+    size: Literal[28, 64, 128, 224] = 28
+    root: str | None = None  # folder with <flavor>.npz (or <flavor>_<size>.npz); downloads there when online
+
+
+class Cifar10Data(_DatasetBase):
+    name: Literal["cifar10"]
+    root: str | None = None  # torchvision layout (cifar-10-batches-py/); downloads there when online
+
+
+class Cifar100Data(_DatasetBase):
+    name: Literal["cifar100"]
+    root: str | None = None
+
+
+class ImageFolderData(_DatasetBase):
+    """`root/train/<class>/*` plus `root/val/<class>/*` or `root/test/<class>/*` (e.g. an ImageNet subset)."""
+
+    name: Literal["imagefolder"]
+    root: str
+    classes: list[str] | None = None  # a subset of class folders, in this order; None = all, sorted
+    resolution: PositiveInt = 64
+    grey: bool = False
+
+
+class NpzData(_DatasetBase):
+    """One .npz with `{split}_images`, `{split}_labels` (train, test, optional val) and optional `class_names`."""
+
+    name: Literal["npz"]
+    path: str
+
+
+DatasetSpec = Annotated[
+    DigitsData | MedmnistData | Cifar10Data | Cifar100Data | ImageFolderData | NpzData,
+    Field(discriminator="name"),
+]
+DATASET_SPECS: dict[str, type[Strict]] = {
+    "digits": DigitsData,
+    "medmnist": MedmnistData,
+    "cifar10": Cifar10Data,
+    "cifar100": Cifar100Data,
+    "imagefolder": ImageFolderData,
+    "npz": NpzData,
+}
+
+
+# Options that say where a canonical dataset lives, not what it is: moving the files keeps every key.
+_LOCATION_OPTIONS = {"root"}
+_CANONICAL = {"digits", "medmnist", "cifar10", "cifar100"}
+
+
+def dataset_identity(spec) -> dict:
+    """What a dataset *is*, for keys: its options minus local paths for canonical datasets; for npz and
+    imagefolder the resolved path is part of the identity (a different file is different data)."""
+    d = spec.model_dump(mode="json", exclude_none=True)
+    if spec.name in _CANONICAL:
+        d = {k: v for k, v in d.items() if k not in _LOCATION_OPTIONS}
+    else:
+        field = "path" if spec.name == "npz" else "root"
+        d[field] = str(Path(d[field]).expanduser().resolve())
+    d.pop("flip", None)  # flips change training, not the data; stages that flip key on it themselves
+    return d
+
+
+# --- real and synthetic sizes ------------------------------------------------------------------------
+
+
+def _distinct_sorted(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("values must be distinct")
+    return sorted(values)
+
+
+class RealSpec(Strict):
+    base: Annotated[list[PositiveInt], Field(min_length=1)]  # base images per class
+    extra: list[PositiveInt] = []  # extra real images per class for the real-extra arm
+
+    _sorted = field_validator("base", "extra")(_distinct_sorted)
+
+
+class SyntheticSpec(Strict):
+    volume: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # synthetic images per class
+    ratio: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None  # x base
+
+    _sorted = field_validator("volume", "ratio")(lambda v: None if v is None else _distinct_sorted(v))
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if self.volume is not None and self.ratio is not None:
+            raise ValueError("give either `volume` or `ratio`, not both")
+        if self.volume is None and self.ratio is None:
+            raise ValueError("give `volume` (images per class) or `ratio` (multiples of the base size)")
+        return self
+
+    def volumes_for(self, base_per_class: int) -> list[int]:
+        if self.volume is not None:
+            return list(self.volume)
+        return sorted({max(1, round(r * base_per_class)) for r in self.ratio})
+
+
+# --- mixing real and synthetic data in classifier batches --------------------------------------------
+
+
+class FractionMix(Strict):
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)]  # share of synthetic images in every batch
+
+
+MixSpec = Literal["uniform"] | FractionMix  # uniform: concatenate and sample uniformly (the source paper)
+
+
+def mix_label(mix: MixSpec) -> str:
+    return mix if isinstance(mix, str) else f"fraction={mix.fraction:g}"
+
+
+# --- generators --------------------------------------------------------------------------------------
+
+
+class ModelSpec(Strict):
+    preset: Literal["tiny", "xs", "s", "m", "l"] = "s"
+    prediction: Literal["epsilon", "v_prediction"] = "epsilon"
+    channels: list[PositiveInt] | None = None  # override the preset's block widths
+    layers_per_block: PositiveInt | None = None
+    dropout: Probability = 0.0
+
+
+class GeneratorTrainSpec(Strict):
+    steps: PositiveInt = 20000
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    warmup: NonNegativeInt = 200
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    label_dropout: Probability = 0.1  # null-class probability, enables classifier-free guidance
+    noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
+    timesteps: PositiveInt = 1000
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    flip: bool | None = None  # horizontal flips; None = the dataset's default (never for digits)
+    checkpoint_every: PositiveInt = 500  # resume granularity; does not change results, not keyed
+
+
+Strategy = Literal["conditional", "auggen", "scoremix"]
+PairRule = Literal["random", "far", "near", "far-condition", "near-condition"]
+
+
+class SampleSpec(Strict):
+    sampler: Literal["ddim", "dpmpp", "heun", "ddpm"] = "dpmpp"
+    steps: PositiveInt = 20
+    guidance: Annotated[float, Field(ge=0)] = 1.5  # classifier-free guidance scale; 1 = none, 0 = unconditional
+    strategy: Strategy = "conditional"
+    pairs: PairRule = "random"
+    weight: Probability = 0.5  # ScoreMix lambda: lambda*eps_i + (1-lambda)*eps_j, convex only
+    alpha: Annotated[float, Field(ge=0.1, le=1.1)] | Literal["search"] | None = None  # AugGen weights
+    beta: Annotated[float, Field(ge=0.0, le=1.1)] | Literal["search"] | None = None
+    n_pairs: PositiveInt | None = None  # None: as many pairs as classes
+    labels: Literal["new-class", "soft", "dominant"] = "new-class"
+    step_range: tuple[Probability, Probability] | None = None  # fraction of the trajectory to mix over
+    batch_size: PositiveInt = 256  # does not change results (per-sample seeds), not keyed
+
+
+class GeneratorSpec(Strict):
+    """One generator arm: what the generator is trained on, how, and how it is sampled."""
+
+    train_on: Literal["base", "pool"] = "base"  # base: closed-set; pool: the whole training pool (open-set)
+    pretrained: str | None = None  # a local path or hub id of a diffusers model (open-set)
+    model: ModelSpec = ModelSpec()
+    train: GeneratorTrainSpec = GeneratorTrainSpec()
+    sample: SampleSpec = SampleSpec()
+    mix: MixSpec | None = None  # overrides classifier.mix for this arm
+
+    @property
+    def kind(self) -> Literal["closed", "open"]:
+        return "closed" if self.train_on == "base" and self.pretrained is None else "open"
+
+
+# --- classifier --------------------------------------------------------------------------------------
+
+
+class ClassifierSpec(Strict):
+    arch: str = "resnet18"  # any timm model name; small-image stems are applied for 8-64 px inputs
+    steps: PositiveInt | None = 4000  # fixed optimisation budget (adding data must not add compute)
+    epochs: PositiveInt | None = None  # alternative budget; give `steps: null` to use it
+    batch_size: PositiveInt = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    warmup: NonNegativeInt = 0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    augment: bool = True  # random crop with padding (+ flips where the dataset allows them)
+    width: PositiveInt | None = None  # channel multiplier / base width where the arch supports it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    mix: MixSpec = "uniform"
+    eval_batch_size: PositiveInt = 512  # does not change results, not keyed
+
+    @model_validator(mode="after")
+    def _one_budget(self):
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one training budget: `steps` or `epochs` (set the other to null)")
+        return self
+
+
+# --- the grid ----------------------------------------------------------------------------------------
+
+
+class Grid(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    dataset: DatasetSpec
+    real: RealSpec
+    synthetic: SyntheticSpec | None = None
+    generators: dict[str, GeneratorSpec] = {}
+    classifier: ClassifierSpec = ClassifierSpec()
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; never part of a key
+    smoke: dict[str, Any] | None = None  # deep-merged over the grid by --smoke
+
+    _sorted = field_validator("seeds")(_distinct_sorted)
+
+    @field_validator("generators")
+    @classmethod
+    def _arm_names(cls, generators):
+        for arm in generators:
+            if arm in RESERVED_ARMS or not re.match(NAME_PATTERN, arm):
+                raise ValueError(f"arm name {arm!r} must match {NAME_PATTERN} and not be one of {RESERVED_ARMS}")
+        return generators
+
+    @model_validator(mode="after")
+    def _synthetic_needed(self):
+        if self.generators and self.synthetic is None:
+            raise ValueError("`generators` are given but `synthetic` (volume or ratio) is missing")
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    # Check the keys written in this mapping before `<<: *anchor` merges are flattened in: a merged key
+    # that an explicit key overrides is the point of merging, a key written twice is a mistake.
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {line}, first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(value: str, where: str) -> str:
+    """Expand `${VAR}`, `${VAR:-default}` and a leading `~`; an unset variable without default is an error."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise GridError(f"{where}: environment variable ${{{name}}} is not set (set it or write ${{{name}:-default}})")
+
+    return os.path.expanduser(_VAR.sub(sub, value))
+
+
+def _expand_tree(node: Any, path: str, file: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, f"{path}.{k}" if path else str(k), file) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, f"{path}[{i}]", file) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return expand_vars(node, f"{file}: {path}")
+    return node
+
+
+def deep_merge(base: dict, override: dict, path: str = "") -> dict:
+    """Recursively merge `override` into a copy of `base`; the key `*` under `generators` applies to every arm."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else str(key)
+        if path == "generators" and key == "*":
+            for arm in out:
+                out[arm] = deep_merge(out[arm], value, f"generators.{arm}") if isinstance(value, dict) else value
+            continue
+        if path == "generators" and key not in out:
+            raise GridError(f"smoke.{where}: no such arm in `generators` (arms: {sorted(out)})")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, where)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _describe(error: dict) -> str:
+    loc = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        elif not _is_union_tag(part):
+            loc += f".{part}" if loc else str(part)
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if error["type"] == "missing":
+        return f"{loc}: required key is missing"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f", got {got!r}"
+    return f"{loc or '(top level)'}: {msg}{shown}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic inserts the chosen union member (e.g. 'digits', 'FractionMix', 'list[int]') into error paths.
+    return isinstance(part, str) and (part in DATASET_SPECS or part[:1].isupper() or "[" in part)
+
+
+def validate_grid(raw: Any, file: str = "<grid>") -> Grid:
+    if not isinstance(raw, dict):
+        raise GridError(f"{file}: expected a mapping of grid keys at the top level, got {type(raw).__name__}")
+    raw = _expand_tree(raw, "", file)
+    ds = raw.get("dataset")
+    if isinstance(ds, dict) and ds.get("name") not in DATASET_SPECS:
+        raise GridError(
+            f"{file}: dataset.name: unknown dataset {ds.get('name')!r}; expected one of {sorted(DATASET_SPECS)}"
+        )
+    try:
+        return Grid.model_validate(raw)
+    except ValidationError as exc:
+        lines = sorted({_describe(e) for e in exc.errors()})
+        raise GridError(f"{file}: invalid grid\n  " + "\n  ".join(lines)) from None
+
+
+def load_grid(path: str | os.PathLike, smoke: bool = False) -> Grid:
+    """Read, expand and validate a grid file; with `smoke`, deep-merge its `smoke:` block first."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise GridError(f"{file}: grid file not found") from None
+    except OSError as exc:
+        raise GridError(f"{file}: cannot read grid file ({exc.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise GridError(f"{file}: not valid YAML: {exc}") from None
+    if smoke:
+        if not isinstance(raw, dict) or not raw.get("smoke"):
+            raise GridError(f"{file}: --smoke given but the grid has no `smoke:` block")
+        if not isinstance(raw["smoke"], dict):
+            raise GridError(f"{file}: smoke: expected a mapping of overrides")
+        raw = deep_merge(raw, raw["smoke"])
+    return validate_grid(raw, file)
+
+
+# --- expansion into cells ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One classifier to train: a seed, a base size and one arm (with its extra size or synthetic volume)."""
+
+    seed: int
+    base_per_class: int
+    arm: str  # real-only | real-extra | a generator arm name
+    arm_kind: Literal["real-only", "real-extra", "closed", "open"]
+    extra_per_class: int = 0
+    volume_per_class: int = 0
+
+    @property
+    def label(self) -> str:
+        size = {"real-only": "", "real-extra": f"-extra{self.extra_per_class}"}.get(
+            self.arm_kind, f"-vol{self.volume_per_class}"
+        )
+        return f"{self.arm}-base{self.base_per_class}{size}-s{self.seed}"
+
+
+def expand(grid: Grid) -> list[Cell]:
+    """For each seed and base size: one real-only cell, one real-extra cell per extra size, and one cell
+    per generator arm and synthetic volume."""
+    cells = []
+    for seed in grid.seeds:
+        for base in grid.real.base:
+            cells.append(Cell(seed, base, "real-only", "real-only"))
+            cells += [Cell(seed, base, "real-extra", "real-extra", extra_per_class=e) for e in grid.real.extra]
+            for arm, gen in grid.generators.items():
+                for volume in grid.synthetic.volumes_for(base):
+                    cells.append(Cell(seed, base, arm, gen.kind, volume_per_class=volume))
+    return cells

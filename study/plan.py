@@ -1,0 +1,210 @@
+"""The stage graph of a grid: which generators, sample sets and classifiers its cells need, by content key.
+
+    plan = make_plan(grid)
+    plan.nodes        # every artifact once, parents before children
+    plan.cell_node    # Cell -> the classifier node that produces its row
+
+Sharing falls out of the keys: arms that differ only in sampling share a generator (the generator key
+holds only what training reads); one sample set of the largest volume per (generator, sampling spec)
+serves every smaller volume; a real-extra cell (base b + extra e) trains on exactly the real images of
+the real-only cell with base b + e (subsets are nested), so the two share one classifier.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from study.config import SCHEMA_VERSION, Cell, Grid, dataset_identity, mix_label
+from study.keys import canonical_json
+from study.store import Artifact, Store
+
+# Settings that never change a stage's results, dropped from keys.
+_UNKEYED_TRAIN = {"checkpoint_every"}
+_UNKEYED_SAMPLE = {"batch_size"}
+_UNKEYED_CLASSIFIER = {"eval_batch_size", "mix"}  # mix is keyed per cell, only where synthetic data exists
+
+
+@dataclass(frozen=True)
+class Node:
+    art: Artifact
+    parents: tuple[str, ...] = ()  # keys of the artifacts this one reads
+    seed: int = 0
+    base_per_class: int | None = None
+    real_per_class: int | None = None
+    arm: str | None = None  # an arm whose spec describes this node (the first that needs it)
+    volume_per_class: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.art.key
+
+    @property
+    def stage(self) -> str:
+        return self.art.stage
+
+
+@dataclass
+class Plan:
+    grid: Grid
+    cells: list[Cell]
+    nodes: dict[str, Node] = field(default_factory=dict)  # key -> node, in dependency order
+    cell_node: dict[Cell, str] = field(default_factory=dict)  # cell -> classifier key
+
+    def add(self, node: Node) -> str:
+        self.nodes.setdefault(node.key, node)
+        return node.key
+
+    def by_stage(self, stage: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.stage == stage]
+
+    def cached(self, store: Store) -> set[str]:
+        return {k for k, n in self.nodes.items() if store.is_done(n.art)}
+
+
+def _dump(model, drop=()) -> dict:
+    return {k: v for k, v in model.model_dump(mode="json").items() if k not in drop}
+
+
+def _base(grid: Grid, stage: str) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "stage": stage, "dataset": dataset_identity(grid.dataset)}
+
+
+def generator_node(grid: Grid, arm: str, seed: int, base: int) -> Node:
+    gen = grid.generators[arm]
+    config = {
+        **_base(grid, "generator"),
+        "seed": seed,
+        "train_on": gen.train_on,
+        # a pool-trained generator is shared by every base size
+        "base_per_class": base if gen.train_on == "base" else None,
+        "flip": grid.dataset.flip,
+        "model": _dump(gen.model),
+        "train": _dump(gen.train, _UNKEYED_TRAIN),
+    }
+    slug = f"gen-closed-base{base}-s{seed}" if gen.train_on == "base" else f"gen-{gen.train_on}-s{seed}"
+    return Node(Artifact("generator", slug, config), seed=seed, base_per_class=base, arm=arm)
+
+
+def reference_node(grid: Grid) -> Node:
+    """A classifier on the whole real training pool: it scores synthetic sets (conditional accuracy)."""
+    config = {**_base(grid, "reference"), "classifier": _dump(grid.classifier, _UNKEYED_CLASSIFIER)}
+    return Node(Artifact("reference", "reference", config))
+
+
+def samples_node(grid: Grid, arm: str, gen: Node, volume: int, reference: Node) -> Node:
+    spec = grid.generators[arm].sample
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "stage": "samples",
+        "generator": gen.key,
+        "sample": _dump(spec, _UNKEYED_SAMPLE),
+        "volume_per_class": volume,
+        "reference": reference.key,  # the conditional-accuracy diagnostic is part of the artifact
+    }
+    slug = f"samples-{spec.strategy}-{gen.art.slug.removeprefix('gen-')}-v{volume}"
+    return Node(
+        Artifact("samples", slug, config),
+        parents=(gen.key, reference.key),
+        seed=gen.seed,
+        base_per_class=gen.base_per_class,
+        arm=arm,
+        volume_per_class=volume,
+    )
+
+
+def classifier_node(grid: Grid, cell: Cell, samples: Node | None) -> Node:
+    real = cell.base_per_class + cell.extra_per_class
+    config = {
+        **_base(grid, "classifier"),
+        "seed": cell.seed,
+        "real_per_class": real,
+        "classifier": _dump(grid.classifier, _UNKEYED_CLASSIFIER),
+    }
+    parents: tuple[str, ...] = ()
+    slug = f"real{real}-s{cell.seed}"
+    if samples is not None:
+        gen = grid.generators[cell.arm]
+        mix = gen.mix or grid.classifier.mix
+        config |= {
+            "samples": samples.key,
+            "volume_per_class": cell.volume_per_class,
+            "mix": mix if isinstance(mix, str) else mix.model_dump(mode="json"),
+        }
+        parents = (samples.key,)
+        slug = f"{cell.arm}-base{cell.base_per_class}-vol{cell.volume_per_class}-{mix_label(mix)}-s{cell.seed}"
+    return Node(
+        Artifact("classifier", slug, config),
+        parents=parents,
+        seed=cell.seed,
+        base_per_class=cell.base_per_class,
+        real_per_class=real,
+        arm=cell.arm,
+        volume_per_class=cell.volume_per_class,
+    )
+
+
+def make_plan(grid: Grid, cells: list[Cell]) -> Plan:
+    """Every artifact the cells need, each once, parents added before children."""
+    plan = Plan(grid, cells)
+    synthetic = [c for c in cells if c.arm_kind in ("closed", "open")]
+    if not synthetic:
+        for cell in cells:
+            plan.cell_node[cell] = plan.add(classifier_node(grid, cell, None))
+        return plan
+    reference = plan.nodes[plan.add(reference_node(grid))]
+    # One sample set per (generator, sampling spec), as large as the largest volume any cell asks of it.
+    gens = {c: plan.nodes[plan.add(generator_node(grid, c.arm, c.seed, c.base_per_class))] for c in synthetic}
+    share = {c: (gens[c].key, canonical_json(grid.generators[c.arm].sample)) for c in synthetic}
+    largest = Counter()
+    for c in synthetic:
+        largest[share[c]] = max(largest[share[c]], c.volume_per_class)
+    for cell in cells:
+        samples = None
+        if cell in gens:
+            node = samples_node(grid, cell.arm, gens[cell], largest[share[cell]], reference)
+            samples = plan.nodes[plan.add(node)]
+        plan.cell_node[cell] = plan.add(classifier_node(grid, cell, samples))
+    return plan
+
+
+def describe(plan: Plan, store: Store) -> str:
+    """The dry-run text: cells by arm; artifacts per stage, cached vs to compute; a work estimate."""
+    done = plan.cached(store)
+    lines = [f"grid {plan.grid.name}: {len(plan.cells)} cells"]
+    arms = Counter(c.arm for c in plan.cells)
+    for arm, n in arms.items():
+        lines.append(f"  {arm:<24} {n:>5} cells")
+    lines.append("artifacts:")
+    for stage in ("reference", "generator", "samples", "classifier"):
+        nodes = plan.by_stage(stage)
+        if nodes:
+            cached = sum(n.key in done for n in nodes)
+            lines.append(
+                f"  {stage:<12} {len(nodes):>5} needed, {cached:>5} cached, {len(nodes) - cached:>5} to compute"
+            )
+    todo = [n for n in plan.nodes.values() if n.key not in done]
+    lines.append("work to do: " + _work(plan, todo))
+    return "\n".join(lines)
+
+
+def _work(plan: Plan, todo: list[Node]) -> str:
+    grid = plan.grid
+    gen_images = sum(
+        grid.generators[n.arm].train.steps * grid.generators[n.arm].train.batch_size
+        for n in todo
+        if n.stage == "generator"
+    )
+    nfe = 0
+    for n in todo:
+        if n.stage == "samples":
+            s = grid.generators[n.arm].sample
+            per_image = s.steps * (2 if s.guidance not in (0.0, 1.0) else 1) * (2 if s.strategy == "scoremix" else 1)
+            nfe += per_image * n.volume_per_class
+    clf = grid.classifier
+    clf_steps = sum(1 for n in todo if n.stage in ("classifier", "reference"))
+    budget = f"{clf.steps} steps x {clf.batch_size}" if clf.steps else f"{clf.epochs} epochs"
+    return (
+        f"generator training {gen_images:,} images; sampling {nfe:,} network evaluations per class; "
+        f"{clf_steps} classifiers of {budget}"
+    )

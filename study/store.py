@@ -1,0 +1,218 @@
+"""Artifact store: one directory per content key, atomic writes, a done marker written last, file locks.
+
+    results/store/<stage>/<slug>__<hash12>/
+        config.json       what the artifact was computed from (its key is the sha256 of this, canonical)
+        ...               the artifact's own files, each written atomically (temp file + os.replace)
+        provenance.json   git commit and dirty flag, package versions, device, host, seconds
+        done.json         written last: the artifact exists only once this file does
+
+A directory without `done.json` is work in progress (or the remains of a killed run); builders may resume
+from what it holds (the generator keeps training checkpoints there). A failure writes `error.txt` and never
+`done.json`, so failures are retried, never cached. `Store.lock` makes sure two processes never build the
+same artifact: the second waits, then finds it done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from study.keys import canonical_json, key_of
+
+DONE, CONFIG, PROVENANCE, ERROR = "done.json", "config.json", "provenance.json", "error.txt"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`: readers see the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that need a filename (torch.save, safetensors, savefig): yield a temp path in the same
+    directory and rename it over `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stage's output, named by its content: `config` is everything the stage reads (parents by key)."""
+
+    stage: str  # generator | samples | classifier | ...
+    slug: str  # readable prefix, e.g. gen-closed-base20-s0
+    config: dict
+
+    @property
+    def key(self) -> str:
+        return key_of(self.config)
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.slug}__{self.key[:12]}"
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, art: Artifact) -> Path:
+        return self.root / art.stage / art.dirname
+
+    def is_done(self, art: Artifact) -> bool:
+        return (self.path(art) / DONE).exists()
+
+    def done_info(self, art: Artifact) -> dict:
+        return json.loads((self.path(art) / DONE).read_text())
+
+    @contextlib.contextmanager
+    def lock(self, art: Artifact, timeout: float = -1) -> Iterator[Path]:
+        """Hold the artifact's lock (blocking by default) and yield its directory, created with config.json."""
+        d = self.path(art)
+        d.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(d / ".lock"), timeout=timeout):
+            if not (d / CONFIG).exists():
+                atomic_write_text(d / CONFIG, json.dumps(json.loads(canonical_json(art.config)), indent=2) + "\n")
+            yield d
+
+    def mark_done(self, art: Artifact, seconds: float, device: str = "cpu", **extra: Any) -> None:
+        """Write provenance, clear a stale error, then `done.json` last."""
+        d = self.path(art)
+        atomic_write_json(d / PROVENANCE, provenance(seconds=seconds, device=device, **extra))
+        with contextlib.suppress(FileNotFoundError):
+            (d / ERROR).unlink()
+        atomic_write_json(
+            d / DONE, {"key": art.key, "stage": art.stage, "seconds": round(seconds, 3), "finished": _now()}
+        )
+
+    def mark_failed(self, art: Artifact, traceback_text: str) -> None:
+        atomic_write_text(self.path(art) / ERROR, traceback_text)
+
+    def ensure(self, art: Artifact, build: Callable[[Path], dict | None], device: str = "cpu") -> bool:
+        """Build `art` unless it is done; True if this call built it. `build(directory)` writes the files
+        and may return extra provenance. Under the lock, so a concurrent builder waits and then finds it
+        done; an exception leaves error.txt (with the traceback) and no done marker, then propagates."""
+        if self.is_done(art):
+            return False
+        with self.lock(art) as d:
+            if self.is_done(art):
+                return False
+            start = time.perf_counter()
+            try:
+                extra = build(d) or {}
+            except BaseException:
+                self.mark_failed(art, traceback.format_exc())
+                raise
+            self.mark_done(art, time.perf_counter() - start, device=device, **extra)
+            return True
+
+
+# --- provenance --------------------------------------------------------------------------------------
+
+_PACKAGES = ("study", "torch", "torchvision", "diffusers", "timm", "numpy", "scikit-learn", "statsmodels", "pandas")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@cache
+def git_state() -> dict:
+    """Commit and dirty flag of the checkout `study` runs from (None outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
+        return {"git_commit": commit, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+@cache
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def provenance(seconds: float, device: str, **extra: Any) -> dict:
+    return {
+        **git_state(),
+        "packages": package_versions(),
+        "device": device,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "seconds": round(seconds, 3),
+        "finished": _now(),
+        "pid": os.getpid(),
+        **extra,
+    }
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,101 @@
+"""Artifact store: atomic writes, done marker written last, failures not cached, one build under concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from study.store import Artifact, Store, atomic_write_bytes
+
+ART = Artifact("generator", "gen-test", {"schema_version": 1, "steps": 3})
+
+
+def test_artifact_directory_layout(tmp_path):
+    store = Store(tmp_path)
+    built = store.ensure(ART, lambda d: (d / "weights.bin").write_bytes(b"w") and None)
+    assert built and store.is_done(ART)
+    d = store.path(ART)
+    assert d == tmp_path / "generator" / f"gen-test__{ART.key[:12]}"
+    assert json.loads((d / "config.json").read_text()) == ART.config
+    prov = json.loads((d / "provenance.json").read_text())
+    assert {"git_commit", "git_dirty", "packages", "device", "host", "seconds"} <= set(prov)
+    assert store.done_info(ART)["key"] == ART.key
+    assert not store.ensure(ART, lambda d: pytest.fail("cached artifacts are not rebuilt"))
+
+
+def test_failure_is_recorded_not_cached(tmp_path):
+    store = Store(tmp_path)
+
+    def boom(d):
+        raise RuntimeError("loss is NaN")
+
+    with pytest.raises(RuntimeError):
+        store.ensure(ART, boom)
+    assert not store.is_done(ART)
+    assert "loss is NaN" in (store.path(ART) / "error.txt").read_text()
+    assert store.ensure(ART, lambda d: None)  # retried, and the stale error is cleared
+    assert not (store.path(ART) / "error.txt").exists()
+
+
+def _slow_build(root, started):
+    def build(d):
+        (d / "part1").write_text("x")
+        started.set()
+        time.sleep(60)
+
+    Store(root).ensure(ART, build)
+
+
+def test_killed_build_leaves_no_done_marker(tmp_path):
+    started = mp.get_context("fork").Event()
+    proc = mp.get_context("fork").Process(target=_slow_build, args=(tmp_path, started))
+    proc.start()
+    assert started.wait(30)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    store = Store(tmp_path)
+    assert (store.path(ART) / "part1").exists() and not store.is_done(ART)
+    assert store.ensure(ART, lambda d: None)  # the lock died with the process; the next run builds
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
+    path = tmp_path / "table.csv"
+    atomic_write_bytes(path, b"old")
+
+    def fail(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        atomic_write_bytes(path, b"new contents")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # the temp file is cleaned up
+
+
+def _counted_build(root, barrier):
+    barrier.wait()
+
+    def build(d):
+        with open(d.parent / "builds.log", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+
+    Store(root).ensure(ART, build)
+
+
+def test_two_processes_build_once(tmp_path):
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_counted_build, args=(tmp_path, barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len((tmp_path / "generator" / "builds.log").read_text().split()) == 1
+    assert Store(tmp_path).is_done(ART)
