@@ -38,15 +38,19 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
+    """Labelled images. Synthetic sets may carry `soft` targets (mixed-class samples) and labels beyond the
+    dataset's classes (new classes made by mixing); real splits have hard labels only."""
+
     images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
+    labels: torch.Tensor  # int64 (N,): the class, or the dominant class when `soft` is given
+    soft: torch.Tensor | None = None  # float32 (N, K) target distributions, rows sum to 1
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices) -> Split:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return Split(self.images[idx], self.labels[idx])
+        return Split(self.images[idx], self.labels[idx], None if self.soft is None else self.soft[idx])
 
 
 @dataclass(frozen=True)
