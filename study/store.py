@@ -130,6 +130,11 @@ class Store:
             d / DONE, {"key": art.key, "stage": art.stage, "seconds": round(seconds, 3), "finished": _now()}
         )
 
+    def clear_done(self, art: Artifact) -> None:
+        """Forget that `art` is done (for --force); its files stay until the rebuild replaces them."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.path(art) / DONE).unlink()
+
     def mark_failed(self, art: Artifact, traceback_text: str) -> None:
         atomic_write_text(self.path(art) / ERROR, traceback_text)
 

@@ -1,0 +1,150 @@
+"""Finished cells -> one tidy table (`results/<name>/cells.csv` and `.parquet`), read from the store.
+
+The table is a pure function of the plan and the store's contents, so it is the same whoever computed the
+cells (any worker, shard or earlier interrupted run), and rewriting it is always safe. A cell is `done`
+when its classifier artifact is; `failed` when the artifact (or one it depends on) recorded an error;
+cells not yet attempted are left out, and `plan.json` beside the table says how many the grid has.
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from study.config import Cell, Grid, mix_label
+from study.plan import Plan
+from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json
+
+COLUMNS = [
+    "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
+    "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
+    "test_auc", "test_nll", "test_ece", "n_test", "status", "error", "seconds", "n_classes",
+    "gen_train_images", "cond_acc", "cell_key", "generator_key", "samples_key",
+]  # fmt: skip
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _first_error(store: Store, plan: Plan, key: str) -> str | None:
+    """The error recorded for this artifact or, first, for the nearest failed artifact it depends on."""
+    node = plan.nodes[key]
+    for parent in node.parents:
+        err = _first_error(store, plan, parent)
+        if err:
+            return err
+    d = store.path(node.art)
+    if (d / DONE).exists():
+        return None
+    text = (d / ERROR).read_text() if (d / ERROR).exists() else None
+    if not text:
+        return None
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return f"{node.stage} {node.art.slug}: {last[:400]} (traceback: {d / ERROR})"
+
+
+def arm_fields(grid: Grid, cell: Cell) -> dict:
+    if cell.arm_kind in ("real-only", "real-extra"):
+        return {"strategy": "none", "mix": "none"}
+    gen = grid.generators[cell.arm]
+    strategy = gen.sample.strategy
+    if strategy != "conditional":
+        strategy += f"-{gen.sample.pairs}"
+    return {"strategy": strategy, "mix": mix_label(gen.mix or grid.classifier.mix)}
+
+
+def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dict | None:
+    grid = plan.grid
+    node = plan.nodes[plan.cell_node[cell]]
+    d = store.path(node.art)
+    metrics = _read_json(d / "metrics.json") if (d / DONE).exists() else None
+    error = None if metrics else _first_error(store, plan, node.key)
+    if metrics is None and error is None:
+        return None  # not attempted yet
+    k = (metrics or {}).get("num_classes", n_classes)
+    row = {
+        "cell": cell.label,
+        "dataset": grid.dataset.name if grid.dataset.name != "medmnist" else grid.dataset.flavor,
+        "seed": cell.seed,
+        "base_per_class": cell.base_per_class,
+        "arm": cell.arm,
+        "arm_kind": cell.arm_kind,
+        "extra_per_class": cell.extra_per_class,
+        "volume_per_class": cell.volume_per_class,
+        "classifier": grid.classifier.arch,
+        "n_classes": k,
+        "n_base": cell.base_per_class * k if k else None,
+        "n_extra": cell.extra_per_class * k if k else None,
+        "n_syn": cell.volume_per_class * k if k else None,
+        "status": "done" if metrics else "failed",
+        "error": error or "",
+        "cell_key": node.key,
+        **arm_fields(grid, cell),
+    }
+    if metrics:
+        row |= {m: metrics.get(m) for m in ("test_acc", "test_bacc", "test_auc", "test_nll", "test_ece", "n_test")}
+        row["seconds"] = store.done_info(node.art)["seconds"]
+    if "samples" in node.art.config:
+        row |= _synthetic_fields(plan, store, node.art.config["samples"])
+    return row
+
+
+def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
+    samples = plan.nodes[samples_key]
+    gen = plan.nodes[samples.art.config["generator"]]
+    meta = _read_json(store.path(samples.art) / "meta.json") or {}
+    stats = _read_json(store.path(gen.art) / "train_stats.json") or {}
+    return {
+        "generator_key": gen.key,
+        "samples_key": samples_key,
+        "cond_acc": meta.get("cond_acc"),
+        "gen_train_images": stats.get("train_images"),
+    }
+
+
+def known_num_classes(plan: Plan, store: Store) -> int | None:
+    """The class count from any finished classifier or reference (None when nothing is done yet)."""
+    for node in plan.nodes.values():
+        if node.stage in ("classifier", "reference"):
+            metrics = _read_json(store.path(node.art) / "metrics.json")
+            if metrics and "num_classes" in metrics:
+                return metrics["num_classes"]
+    return None
+
+
+def collect(plan: Plan, store: Store, n_classes: int | None = None) -> pd.DataFrame:
+    n_classes = n_classes or known_num_classes(plan, store)
+    rows = [r for c in plan.cells if (r := cell_row(plan, store, c, n_classes)) is not None]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("n_base", "n_extra", "n_syn", "n_test", "n_classes", "gen_train_images"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def write_table(plan: Plan, store: Store, results_dir: Path, n_classes: int | None = None) -> pd.DataFrame:
+    """Rewrite cells.csv, cells.parquet and plan.json atomically, under a lock shared by all runners."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(results_dir / ".table.lock")):
+        df = collect(plan, store, n_classes)
+        atomic_write_bytes(results_dir / "cells.csv", df.to_csv(index=False).encode())
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write_bytes(results_dir / "cells.parquet", buf.getvalue())
+        atomic_write_json(results_dir / "plan.json", {
+            "name": plan.grid.name,
+            "cells": len(plan.cells),
+            "done": int((df["status"] == "done").sum()),
+            "failed": int((df["status"] == "failed").sum()),
+            "store": str(store.root.resolve()),
+            "grid": plan.grid.model_dump(mode="json"),
+        })  # fmt: skip
+    return df

@@ -1,0 +1,238 @@
+"""How each stage of the plan is built: the glue between plan nodes and the generator, sampling and
+classifier modules. Each `build_*` writes one artifact directory; `Store.ensure` wraps it with the lock,
+the done marker and provenance.
+
+    build_node(node, context)  # -> Outcome; never raises for a failure inside the stage
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from study.config import Grid
+from study.data import Dataset, Split, load_dataset, subset_indices
+from study.keys import derive_seed, key_of
+from study.plan import Node
+from study.store import Store, atomic_write_json
+
+METRICS = "metrics.json"
+
+
+class ParentFailed(RuntimeError):
+    """A stage cannot run because an artifact it reads failed."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every build needs besides the node; picklable, so it travels to joblib/dask/ray workers."""
+
+    grid: Grid
+    store_root: str
+    device: str = "auto"
+    progress: bool = False
+    force: bool = False
+
+    @property
+    def store(self) -> Store:
+        return Store(self.store_root)
+
+    def dataset(self) -> Dataset:
+        return load_dataset(self.grid.dataset, cache_dir=Path(self.store_root) / "dataset")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    stage: str
+    status: str  # built | cached | failed
+    seconds: float = 0.0
+    error: str = ""
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available on this machine")
+    return device
+
+
+# --- the stages --------------------------------------------------------------------------------------
+
+
+def real_subset(ds: Dataset, seed: int, per_class: int) -> Split:
+    """The first `per_class` images of every class in the seed's fixed order (nested subsets)."""
+    idx = subset_indices(ds.train.labels, ds.num_classes, seed, 0, per_class, ds.key, ds.class_names)
+    return ds.train.subset(idx)
+
+
+def build_reference(node: Node, ctx: Context, out: Path) -> dict:
+    from study.classifier import evaluate, save_classifier, train_classifier
+
+    ds = ctx.dataset()
+    model, stats = train_classifier(
+        ctx.grid.classifier,
+        ds.train,
+        ds.num_classes,
+        derive_seed("reference", node.key),
+        ds.flip,
+        val=ds.val,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    save_classifier(model, ctx.grid.classifier, ds.num_classes, ds.channels, ds.resolution, out)
+    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
+    atomic_write_json(out / METRICS, {**metrics, "train": stats, "num_classes": ds.num_classes})
+    return {"train": stats}
+
+
+def build_generator(node: Node, ctx: Context, out: Path) -> dict:
+    from study.generator import train_generator
+
+    ds = ctx.dataset()
+    spec = ctx.grid.generators[node.arm]
+    data = real_subset(ds, node.seed, node.base_per_class) if spec.train_on == "base" else ds.train
+    flip = ds.flip if spec.train.flip is None else spec.train.flip
+    stats = train_generator(
+        spec.model,
+        spec.train,
+        data.images,
+        data.labels,
+        ds.num_classes,
+        out,
+        seed=derive_seed("generator", node.key),
+        flip=flip,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    atomic_write_json(out / "train_stats.json", {**stats, "train_images": len(data), "train_on": spec.train_on})
+    return {"train": stats}
+
+
+def sample_seed_root(node: Node) -> str:
+    """Per-sample seeds hang off the generator and the sampling spec, not the volume: a smaller set is a
+    prefix of a bigger one."""
+    return key_of({"generator": node.art.config["generator"], "sample": node.art.config["sample"]})
+
+
+def build_samples(node: Node, ctx: Context, out: Path) -> dict:
+    from study.classifier import load_classifier, predict_proba
+    from study.sampling import build_sample_set
+
+    store, config = ctx.store, node.art.config
+    gen_dir = _parent_dir(store, node, "generator")
+    ref_dir = _parent_dir(store, node, "reference")
+    ds_classes = json.loads((ref_dir / METRICS).read_text())["num_classes"]
+    reference = load_classifier(ref_dir, device=ctx.device)
+
+    def score(images: torch.Tensor):
+        return predict_proba(reference, images, ds_classes, device=ctx.device)
+
+    spec = ctx.grid.generators[node.arm].sample
+    info = build_sample_set(
+        gen_dir,
+        spec,
+        config["volume_per_class"],
+        sample_seed_root(node),
+        out,
+        score=score,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    return {"sampling": info}
+
+
+def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
+    from study.classifier import evaluate, train_classifier
+    from study.sampling import load_sample_set
+
+    ds = ctx.dataset()
+    config = node.art.config
+    real = real_subset(ds, node.seed, node.real_per_class)
+    synthetic, mix = None, "uniform"
+    if "samples" in config:
+        synthetic = load_sample_set(_parent_dir(ctx.store, node, "samples"), config["volume_per_class"])
+        gen = ctx.grid.generators[node.arm]
+        mix = gen.mix or ctx.grid.classifier.mix
+    model, stats = train_classifier(
+        ctx.grid.classifier,
+        real,
+        ds.num_classes,
+        derive_seed("classifier", node.key),
+        ds.flip,
+        synthetic=synthetic,
+        mix=mix,
+        val=ds.val,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
+    atomic_write_json(
+        out / METRICS,
+        {
+            **metrics,
+            "train": stats,
+            "num_classes": ds.num_classes,
+            "n_train_real": len(real),
+            "n_train_syn": 0 if synthetic is None else len(synthetic),
+        },
+    )
+    return {"train": stats}
+
+
+BUILDERS = {
+    "reference": build_reference,
+    "generator": build_generator,
+    "samples": build_samples,
+    "classifier": build_classifier,
+}
+
+
+def _parent_dir(store: Store, node: Node, stage: str) -> Path:
+    """The directory of the node's parent in `stage` (parents are done before children run)."""
+    key = node.art.config[stage]
+    matches = list((store.root / stage).glob(f"*__{key[:12]}"))
+    if not matches or not (matches[0] / "done.json").exists():
+        raise ParentFailed(f"{stage} {key[:12]} needed by {node.art.slug} is not done")
+    return matches[0]
+
+
+# --- running one node ----------------------------------------------------------------------------------
+
+
+def build_node(node: Node, ctx: Context, threads: int | None = None) -> Outcome:
+    """Build one artifact unless it is done. A failure is recorded (error.txt, with the traceback) and
+    returned, never raised, so one failed cell never stops the others."""
+    if threads:
+        torch.set_num_threads(threads)
+    store = ctx.store
+    if ctx.force:
+        store.clear_done(node.art)
+    elif store.is_done(node.art):
+        return Outcome(node.key, node.stage, "cached")
+    device = resolve_device(ctx.device)
+    run_ctx = Context(ctx.grid, ctx.store_root, device, ctx.progress)
+    try:
+        built = store.ensure(node.art, lambda out: BUILDERS[node.stage](node, run_ctx, out), device=device)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a failed outcome with its traceback
+        return Outcome(node.key, node.stage, "failed", error=_summary(exc))
+    seconds = store.done_info(node.art)["seconds"] if built else 0.0
+    return Outcome(node.key, node.stage, "built" if built else "cached", seconds)
+
+
+def fail_node(node: Node, ctx: Context, reason: str) -> Outcome:
+    """Record that a node could not run because a parent failed (retried on the next run)."""
+    store = ctx.store
+    store.path(node.art).mkdir(parents=True, exist_ok=True)
+    store.mark_failed(node.art, f"ParentFailed: {reason}\n")
+    return Outcome(node.key, node.stage, "failed", error=f"ParentFailed: {reason}")
+
+
+def _summary(exc: BaseException) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last[:500]
