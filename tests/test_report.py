@@ -1,0 +1,338 @@
+"""The report on simulated results directories (study.simulate tables + a tiny fake artifact store): every
+section and figure, non-blank PNGs, the incomplete-grid and smoke banners, real-only and one-seed grids,
+published constants, provenance sums, bad input, and no torch import anywhere on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from study import plots, report
+from study.simulate import PlantedArm, simulate_cells
+
+REPO = Path(__file__).resolve().parent.parent
+N_BOOT = 20  # the bootstrap's cost dominates; the report only needs its columns
+SECTIONS = [
+    "## Headline", "## Accuracy vs training-set size", "## Exchange rate: synthetic images per real image",
+    "## Equivalence curves and the closed form", "## Strategy comparison", "## Synthetic samples",
+    "## Generator diagnostics vs downstream gain", "## Per-cell results", "## Failed cells", "## Provenance",
+    "## Methods",
+]  # fmt: skip
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "diffusers", "timm"):
+            raise ImportError(f"{name} must not be imported by the report")
+sys.meta_path.insert(0, Block())
+from study import report
+code = report.main(sys.argv[1:])
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "diffusers", "timm"))
+print("leaked:", leaked)
+sys.exit(code)
+"""
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def simulated_cells(arms=None, fail_rate=0.03, **kw) -> pd.DataFrame:
+    """A study.simulate table plus the columns the runner adds (classes, keys, diagnostic). closed and
+    closed-30 share sample sets, as arms differing only in mixing do in a real plan."""
+    arms = arms if arms is not None else [
+        PlantedArm("closed", beta=0.3), PlantedArm("closed-30", beta=0.1, mix="fraction=0.3"),
+        PlantedArm("open", beta=-0.05, kind="open"),
+    ]  # fmt: skip
+    opts = {"bases": (5, 10, 20), "extras": (5, 10, 20, 40), "volumes": (10, 20, 40, 80), "n_test": 540,
+            "seed_sd": 0.1, "cell_sd": 0.05} | kw  # fmt: skip
+    cells = simulate_cells(arms, fail_rate=fail_rate, **opts)
+    rng = np.random.default_rng(1)
+    syn = cells["arm_kind"].isin(["closed", "open"])
+    share = cells["arm"].str.replace("-30", "")
+    cells["n_classes"] = 10
+    cells["test_ece"] = np.where(cells["status"] == "done", rng.uniform(0.02, 0.08, len(cells)), np.nan)
+    cells["cell_key"] = [_key("classifier", c) for c in cells["cell"]]
+    for col, stage in (("samples_key", "samples"), ("generator_key", "generator")):
+        cells[col] = [_key(stage, a, b, s) if y else None
+                      for a, b, s, y in zip(share, cells["base_per_class"], cells["seed"], syn, strict=True)]  # fmt: skip
+    diag = {k: rng.uniform(0.5, 0.95) for k in cells["samples_key"].dropna().unique()}
+    cells["cond_acc"] = cells["samples_key"].map(diag)
+    return cells
+
+
+def _artifact(store: Path, stage: str, key: str, seconds: float, config: dict | None = None, done: bool = True) -> Path:
+    d = store / stage / f"{stage}-x__{key[:12]}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(config or {}))
+    if done:
+        (d / "provenance.json").write_text(json.dumps({
+            "git_commit": "0123456789abcdef", "git_dirty": stage == "generator", "device": "cpu", "host": "testhost",
+            "packages": {"torch": "2.14.1", "numpy": "2.4.6"}, "seconds": seconds,
+        }))  # fmt: skip
+        (d / "done.json").write_text(json.dumps({"key": key, "stage": stage, "seconds": seconds}))
+    return d
+
+
+def write_results(
+    root: Path, cells: pd.DataFrame, name: str = "sim", missing: int = 0, grid: dict | None = None
+) -> Path:
+    """results/<name>/{cells.csv, plan.json} and results/store with config, provenance, done and previews."""
+    store, rng = root / "store", np.random.default_rng(2)
+    ref = _key("reference")
+    _artifact(store, "reference", ref, 7.0)
+    for key, status in zip(cells["cell_key"], cells["status"], strict=True):
+        _artifact(store, "classifier", key, 2.0, done=status == "done")
+    for key in cells["generator_key"].dropna().unique():
+        _artifact(store, "generator", key, 5.0)
+    for key in cells["samples_key"].dropna().unique():
+        d = _artifact(store, "samples", key, 3.0, {"reference": ref})
+        digits = (rng.random((10 * 8, 8 * 8)) * 255).astype(np.uint8)  # 10 classes x 8 samples of 8x8
+        Image.fromarray(digits).resize((256, 320), Image.NEAREST).save(d / "preview.png")
+    results = root / name
+    results.mkdir(parents=True, exist_ok=True)
+    cells.to_csv(results / "cells.csv", index=False)
+    plan = {"name": name, "cells": len(cells) + missing, "done": int((cells["status"] == "done").sum()),
+            "failed": int((cells["status"] == "failed").sum()), "store": str(store.resolve()),
+            "grid": grid or {"name": name, "dataset": {"name": "digits"}, "generators": {}}}  # fmt: skip
+    (results / "plan.json").write_text(json.dumps(plan))
+    return results
+
+
+def run_blocked(args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m study.report ARGS` in a fresh interpreter where importing torch (or its family) fails."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The main simulated study (3 arms, 3 bases, 3 seeds, a few failed cells, 6 cells not run yet), reported
+    once in a subprocess with torch unimportable."""
+    root = tmp_path_factory.mktemp("full")
+    cells = simulated_cells()
+    results = write_results(root / "results", cells, missing=6)
+    out = root / "report"
+    proc = run_blocked([str(results), "--out", str(out), "--n-boot", str(N_BOOT)])
+    assert proc.returncode == 0, proc.stderr
+    return cells, results, out, proc
+
+
+def test_runs_without_torch(full):
+    *_, proc = full
+    assert "leaked: []" in proc.stdout
+    assert "report:" in proc.stdout
+
+
+def test_every_section_and_figure(full):
+    cells, results, out, _ = full
+    md = (out / "report.md").read_text()
+    for heading in SECTIONS:
+        assert heading in md, heading
+    for name in report.FIGURES.values():
+        assert (out / name).exists(), name
+        assert f"]({name})" in md, name
+    assert (results / "equivalence.csv").exists() and (results / "equivalence_fit.csv").exists()
+    fit = pd.read_csv(results / "equivalence_fit.csv")
+    assert set(fit["arm"]) == {"closed", "closed-30", "open"}
+
+
+def test_figures_open_and_are_not_blank(full):
+    *_, out, _ = full
+    for name in report.FIGURES.values():
+        with Image.open(out / name) as im:
+            assert min(im.size) > 300, (name, im.size)
+            pixels = np.asarray(im.convert("L"), dtype=float)
+        assert pixels.std() > 15, (name, pixels.std())  # a blank or single-colour canvas has std ~ 0
+        assert (pixels < 100).mean() > 0.005, name  # some dark ink: text, axes, markers
+
+
+def test_incomplete_grid_banner_and_failed_cells(full):
+    cells, _, out, _ = full
+    md = (out / "report.md").read_text()
+    n_done, n_failed = int((cells["status"] == "done").sum()), int((cells["status"] == "failed").sum())
+    assert n_failed > 0  # the fixture's fail_rate must produce failures for this test to mean anything
+    assert f"**Incomplete grid:** 6 of {len(cells) + 6} cells are missing" in md
+    assert f"{n_done} done, {n_failed} failed" in md
+    failed_section = md.split("## Failed cells")[1].split("## Provenance")[0]
+    for cell in cells.loc[cells["status"] == "failed", "cell"]:
+        assert cell in failed_section
+    assert "simulated failure" in failed_section
+
+
+def test_headline_recovers_the_planted_rates(full):
+    *_, out, _ = full
+    headline = (out / "report.md").read_text().split("## Headline")[1].split("##")[0]
+    assert "**closed**: **k = " in headline and "synthetic images per real image" in headline
+    assert "**open**: **hurts**" in headline  # planted beta = -0.05
+
+
+def test_per_cell_table_has_n_and_intervals(full):
+    cells, _, out, _ = full
+    table = (out / "report.md").read_text().split("## Per-cell results")[1].split("## Failed cells")[0]
+    done = cells[cells["status"] == "done"]
+    first = done[(done["arm"] == "real-only") & (done["base_per_class"] == 20)]
+    row = next(line for line in table.splitlines() if line.startswith("| real-only | 20 |"))
+    assert f"| {len(first)} |" in row
+    assert f"{first['test_acc'].mean():.3f} [" in row  # mean with its interval
+
+
+def test_provenance_counts_each_artifact_once(full):
+    cells, _, out, _ = full
+    section = (out / "report.md").read_text().split("## Provenance")[1].split("## Methods")[0]
+    n_samples = cells["samples_key"].nunique()
+    n_gen = cells["generator_key"].nunique()
+    n_clf = cells["cell_key"].nunique()
+    n_clf_done = cells.loc[cells["status"] == "done", "cell_key"].nunique()
+    assert f"| samples | {n_samples} | {n_samples} | {3.0 * n_samples:,.1f} |" in section
+    assert f"| generator | {n_gen} | {n_gen} | {5.0 * n_gen:,.1f} |" in section
+    assert f"| classifier | {n_clf} | {n_clf_done} | {2.0 * n_clf_done:,.1f} |" in section
+    assert "| reference | 1 | 1 | 7.0 |" in section
+    assert "`0123456789ab` (dirty tree)" in section and "| torch | 2.14.1 |" in section
+
+
+def test_complete_grid_has_no_banner_and_a_grid_file_finds_its_results(tmp_path):
+    cells = simulated_cells(fail_rate=0.0, bases=(5, 10), extras=(5,), volumes=(10, 20), seeds=(0, 1))
+    write_results(tmp_path / "results", cells, name="tiny")
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text("name: tiny\ndataset: {name: digits}\nreal: {base: [5, 10]}\nseeds: [0, 1]\n")
+    assert report.main([str(grid), "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
+                        "--n-boot", "0"]) == 0  # fmt: skip
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Incomplete grid" not in md and "failed cell" not in md.split("## Headline")[0]
+    assert "No cell failed." in md
+
+
+def test_real_arms_only(tmp_path):
+    cells = simulated_cells(arms=[], fail_rate=0.0, extras=(5, 10))
+    results = write_results(tmp_path / "results", cells)
+    path = report.write_report(report.locate(results), tmp_path / "out", n_boot=0)
+    md = path.read_text()
+    assert "real arms only" in md
+    assert (tmp_path / "out" / report.FIGURES["accuracy"]).exists()
+    for key in ("rate", "curves", "strategies", "samples", "diagnostics"):
+        assert not (tmp_path / "out" / report.FIGURES[key]).exists()
+    for heading in ("## Per-cell results", "## Failed cells", "## Provenance", "## Methods"):
+        assert heading in md
+
+
+def test_smoke_run_one_seed_one_base(tmp_path):
+    """A --smoke table: one base, one seed, one volume. The report still writes every applicable part, says it
+    is a smoke run, and gives test-set intervals flagged as such."""
+    cells = simulated_cells(arms=[PlantedArm("closed", beta=0.3)], fail_rate=0.0, bases=(5,), extras=(5,),
+                            volumes=(5,), seeds=(0,))  # fmt: skip
+    smoke = {"real": {"base": [5], "extra": [5]}, "seeds": [0]}
+    grid = {"name": "sim", "real": {"base": [5], "extra": [5]}, "seeds": [0], "smoke": smoke, "generators": {}}
+    results = write_results(tmp_path / "results", cells, grid=grid)
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=N_BOOT).read_text()
+    assert "**Smoke run:**" in md
+    assert "†" in md  # one seed: the Wilson interval of the test set, flagged
+    for key in ("accuracy", "strategies", "samples"):
+        assert (tmp_path / "out" / report.FIGURES[key]).exists(), key
+
+
+def test_not_smoke_when_the_grid_is_the_full_one():
+    grid = {"real": {"base": [5, 10]}, "seeds": [0, 1], "smoke": {"real": {"base": [5]}, "seeds": [0]}}
+    assert not report._is_smoke({"grid": grid})
+    assert report._is_smoke({"grid": {**grid, "real": {"base": [5]}, "seeds": [0]}})
+
+
+def test_published_constants_beside_ours_for_cifar10(tmp_path):
+    arms = [PlantedArm("closed", c2=2.5), PlantedArm("open", c2=3.0, kind="open")]
+    cells = simulated_cells(arms=arms, fail_rate=0.0, bases=(25, 50, 100), extras=(25, 50, 100),
+                            volumes=(25, 50, 100, 200, 400, 800), seeds=(0, 1), n_test=2000, dataset="npz")  # fmt: skip
+    grid = {"name": "cifar10-equivalence", "dataset": {"name": "npz", "path": "/data/cifar10_subset.npz"}}
+    results = write_results(tmp_path / "results", cells, name="cifar10-equivalence", grid=grid)
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=N_BOOT).read_text()
+    table = md.split("Fitted closed-form constants")[1].split("Published c2")[0]
+    assert "published c2 (CIFAR-10)" in table
+    assert "2.53 (EDM)" in table and "2.93 (Stable Diffusion)" in table
+
+
+def test_published_match_is_exact_about_the_dataset():
+    def match(name: str, dataset: str = "npz"):
+        cells = pd.DataFrame({"dataset": [dataset]})
+        return report.published_match(report.Results(name, Path("."), cells, {"grid": {"name": name}}, None, False))
+
+    assert match("cifar10-equivalence")[0] == "cifar10"
+    assert match("study", dataset="bloodmnist")[0] == "bloodmnist"
+    assert match("imagenet100-equivalence")[0] == "imagenet100"
+    assert match("cifar100-equivalence") is None  # CIFAR-100 is not CIFAR-10
+    assert match("quickstart", dataset="digits") is None
+
+
+def test_paired_gains_pair_by_base_and_seed():
+    rows = []
+    for seed, real, syn in ((0, 0.50, 0.60), (1, 0.70, 0.75)):
+        rows.append({"arm": "real-only", "arm_kind": "real-only", "seed": seed, "base_per_class": 5,
+                     "extra_per_class": 0, "volume_per_class": 0, "test_acc": real, "n_test": 100})  # fmt: skip
+        rows.append({"arm": "closed", "arm_kind": "closed", "seed": seed, "base_per_class": 5,
+                     "extra_per_class": 0, "volume_per_class": 10, "test_acc": syn, "n_test": 100})  # fmt: skip
+    per_seed, gains = report.paired_gains(pd.DataFrame(rows), level=0.9)
+    assert sorted(per_seed["gain"].round(6)) == [0.05, 0.1]
+    g = gains.iloc[0]
+    assert g["n"] == 2 and g["mean"] == pytest.approx(0.075)
+    assert g["lo"] < 0.05 and g["hi"] > 0.1  # t with 1 df: wide, as it should be
+
+
+def test_summary_of_one_seed_uses_the_test_set_interval():
+    done = pd.DataFrame([{"arm": "real-only", "arm_kind": "real-only", "seed": 0, "base_per_class": 5,
+                          "extra_per_class": 0, "volume_per_class": 0, "test_acc": 0.8, "n_test": 500}])  # fmt: skip
+    row = report.summarise(done, level=0.9).iloc[0]
+    assert row["n"] == 1 and row["binomial"]
+    assert 0.76 < row["lo"] < 0.8 < row["hi"] < 0.84  # Wilson 90% at n = 500
+
+
+def test_formatting():
+    assert report.fmt(0.91234) == "0.912"
+    assert report.fmt(float("nan")) == "—" and report.fmt(float("inf")) == "∞"
+    assert report.fmt(7) == "7"
+    assert report.fmt(3.14159, sig=True) == "3.14" and report.fmt(1.0, sig=True) == "1.00"
+    assert report.fmt(12345.6, sig=True) == "12,346"
+    assert report.fmt_ci(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
+    assert report.fmt_ci(0.5, np.nan, np.nan) == "0.500"
+    assert report.md_table(pd.DataFrame({"a": ["x|y"]})).splitlines()[-1] == "| x\\|y |"
+
+
+def test_arm_colours_are_fixed_by_arm():
+    a = plots.arm_palette(["real-only", "real-extra", "closed", "open"])
+    b = plots.arm_palette(["real-only", "real-extra", "closed", "open"])
+    assert a == b and len(set(a.values())) == 4
+    assert a["real-only"] == plots.arm_palette(["real-only"])["real-only"]
+    many = plots.arm_palette([f"arm{i}" for i in range(12)])
+    assert len(set(many.values())) == 12
+
+
+def test_bad_input_gives_clear_errors(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+    assert "expected a grid file (.yaml) or a results directory" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main([str(empty)]) == 2
+    assert "cells.csv" in capsys.readouterr().err
+    (empty / "cells.csv").write_text("cell,seed\nx,0\n")
+    with pytest.raises(report.ReportError, match=r"missing columns \['dataset'"):
+        report.locate(empty)
+    cells = simulated_cells(arms=[], fail_rate=0.0, bases=(5,), extras=(), seeds=(0,)).assign(status="running")
+    cells.to_csv(empty / "cells.csv", index=False)
+    with pytest.raises(report.ReportError, match="status: unexpected values \\['running'\\]"):
+        report.locate(empty)
+    grid = tmp_path / "bad.yaml"
+    grid.write_text("name: bad\n")
+    assert report.main([str(grid)]) == 2
+    assert "required key is missing" in capsys.readouterr().err
+
+
+def test_no_done_cells_still_writes_a_report(tmp_path):
+    cells = simulated_cells(arms=[], fail_rate=1.0, bases=(5,), extras=(5,), seeds=(0,))
+    results = write_results(tmp_path / "results", cells, missing=3)
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=0).read_text()
+    assert "No cell is done yet" in md and "## Failed cells" in md and "Incomplete grid" in md
