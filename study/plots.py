@@ -177,7 +177,7 @@ def accuracy_vs_size(
             handles.append(Line2D([], [], color="#555555", ls="--", lw=1, label="fitted real curve"))
         handles.append(Line2D([], [], color="#555555", marker="o", ls="", ms=2.5, alpha=0.5, label="one seed"))
         fig.legend(handles=handles, loc="outside lower center", ncols=_legend_cols(fig, len(handles)))
-        _suptitle(fig, f"Test accuracy vs training-set size (means with {level:.0%} intervals)")
+        _suptitle(fig, f"Test accuracy vs training-set size ({level:.0%} intervals)")
     return fig
 
 
@@ -435,8 +435,8 @@ def diagnostics_vs_gain(points: pd.DataFrame, palette: dict[str, tuple], label: 
         ax.set_xlabel(f"{label} of the sample set")
         ax.set_ylabel("accuracy gain over real-only\n(mean over the set's volumes)")
         handles = [Line2D([], [], color=palette[a], marker="o", ls="", ms=4.5, label=a) for a in arms]
-        handles += [Line2D([], [], color="#555555", marker=markers.get(b, "o"), ls="", ms=4.5, label=f"base {b:g}/class")
-                    for b in bases]  # fmt: skip
+        handles += [Line2D([], [], color="#555555", marker=markers.get(b, "o"), ls="", ms=4.5,
+                           label=f"base {b:g}/class") for b in bases]  # fmt: skip
         fig.legend(handles=handles, loc="outside right center")
         _suptitle(fig, "Generator diagnostic vs downstream gain")
     return fig

@@ -284,8 +284,9 @@ def overview(res: Results, done: pd.DataFrame) -> list[str]:
     arms = list(dict.fromkeys(res.cells["arm"]))
     kinds = dict(zip(res.cells["arm"], res.cells["arm_kind"], strict=False))
     first = done.iloc[0] if len(done) else res.cells.iloc[0]
+    classes = f" ({int(first['n_classes'])} classes)" if _has(first, "n_classes") else ""
     facts = [
-        ("dataset", f"{first['dataset']}" + (f" ({int(first['n_classes'])} classes)" if _has(first, "n_classes") else "")),
+        ("dataset", f"{first['dataset']}{classes}"),
         ("classifier", str(first.get("classifier", "—"))),
         ("test images", str(int(first["n_test"])) if pd.notna(first["n_test"]) else "—"),
         ("seeds", ", ".join(map(str, sorted(res.cells["seed"].unique())))),
@@ -523,7 +524,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
     md += ["## Per-cell results", *per_cell_table(summary, level)]
     md += ["## Failed cells", *failed_cells(res.cells)]
     md += ["## Provenance", *provenance_section(res)]
-    md += ["## Methods", *methods(eq, level, n_boot)]
+    md += ["## Methods", *methods(eq, level, n_boot, bool(synthetic))]
     return _write(out, md)
 
 
@@ -580,7 +581,8 @@ def headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> li
         r = fit.loc[arm]
         beta = fmt_ci(r["beta"], r["beta_lo"], r["beta_hi"], sig=True)
         cells = f"{plural(r['n_done'], 'synthetic cell')}, {plural(r['n_seeds'], 'seed')}"
-        n = f"joint model over {cells} and the real cells, {level:.0%} likelihood-ratio interval"
+        n = f"joint model on this arm's {cells.replace(', ', ' (', 1)}) and the real cells"
+        n += f", {level:.0%} likelihood-ratio interval"
         if r["verdict"] == "gain":
             text = (f"**k = {fmt_ci(r['k'], r['k_lo'], r['k_hi'], sig=True)} synthetic images per real image** "
                     f"(β = {beta} real images per synthetic image)")  # fmt: skip
@@ -644,20 +646,27 @@ def _by_base_table(by_base: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
         rows.append({"arm": r.arm, "base/class": int(r.base_per_class), "n seeds": r.n_seeds,
                      "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True),
                      "k": fmt_ci(r.k, r.k_lo, r.k_hi, sig=True) if r.verdict == "gain" else "—",
-                     "verdict": r.verdict + (f" ({r.reason})" if isinstance(r.reason, str) and r.reason else "")})  # fmt: skip
+                     "verdict": _with_reason(r.verdict, r.reason)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _with_reason(verdict: str, reason) -> str:
+    return verdict + (f" ({reason})" if isinstance(reason, str) and reason else "")
+
+
+def _interval(lo, hi) -> str:
+    return f"[{fmt(lo, sig=True)}, {fmt(hi, sig=True)}]" if np.isfinite(lo) and np.isfinite(hi) else "—"
 
 
 def _per_volume_table(e: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     rows = []
     for r in in_arm_order(e, arms, "base_per_class", "volume_per_class").itertuples():
-        note = r.reason if isinstance(r.reason, str) else ""
         rows.append({"arm": r.arm, "base/class": int(r.base_per_class), "synthetic/class": int(r.volume_per_class),
                      "n seeds": r.n_seeds, "accuracy": fmt(r.acc), "n_eff (images)": fmt(r.n_eff, 3, sig=True),
                      "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True),
-                     "β bootstrap": fmt_ci(r.beta, r.beta_lo_boot, r.beta_hi_boot, sig=True).partition(" ")[2] or "—",
+                     "β bootstrap": _interval(r.beta_lo_boot, r.beta_hi_boot),
                      "k": fmt_ci(r.k, r.k_lo, r.k_hi, sig=True) if r.verdict == "gain" else "—",
-                     "verdict": r.verdict + (f" ({note})" if note else "")})  # fmt: skip
+                     "verdict": _with_reason(r.verdict, r.reason)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -709,6 +718,7 @@ def published_c2(match: tuple[str, str] | None, kind: str) -> str:
 
 def constants_table(res: Results, eq, kinds) -> list[str]:
     match = published_match(res)
+    published_header = "published c2" + (f" ({PUBLISHED_NAMES[match[0]]})" if match else "")
     rows = []
     for r in in_arm_order(eq.fit, list(kinds)).itertuples():
         note = r.closed_form_reason if isinstance(r.closed_form_reason, str) else ""
@@ -716,7 +726,7 @@ def constants_table(res: Results, eq, kinds) -> list[str]:
                      "c1": fmt_ci(r.c1, r.c1_lo, r.c1_hi, sig=True), "c2": fmt_ci(r.c2, r.c2_lo, r.c2_hi, sig=True),
                      "K": f"{fmt(r.K, 3, sig=True)} (fixed)" if np.isfinite(r.K) else "—",
                      "interval": r.closed_form_interval or "—",
-                     "published c2" + (f" ({PUBLISHED_NAMES[match[0]]})" if match else ""): published_c2(match, r.arm_kind),
+                     published_header: published_c2(match, r.arm_kind),
                      "note": note})  # fmt: skip
     source = (f"Published c2: Wang et al. 2025 (arXiv 2508.09550) via `SCIENCE.md`, from a secondary source, so "
               f"approximate; this dataset was matched to {PUBLISHED_NAMES[match[0]]} by '{match[1]}'." if match else
@@ -769,18 +779,22 @@ def diagnostics_section(per_seed: pd.DataFrame, palette, out: Path, level: float
             md_table(spearman_rows(points, level))]  # fmt: skip
 
 
-def methods(eq, level: float, n_boot: int) -> list[str]:
+def methods(eq, level: float, n_boot: int, synthetic: bool = True) -> list[str]:
     lines = [
         f"- Intervals are {level:.0%} throughout. Per-cell means: t intervals over seeds, clipped to the metric's "
         "range. Gains over real-only: paired by seed (same base subset), t intervals over seeds.",
-        "- Exchange rates: `study.equivalence` (module docstring has the formulas). Per synthetic cell: seeds pooled, "
-        "n_eff from the inverted real learning curve, delta-method intervals with a quasi-binomial dispersion, "
-        + (f"and bootstrap percentile intervals ({n_boot} replicates) beside them. " if n_boot else
-           "no bootstrap (`--n-boot 0`). ")
-        + "Per arm and per base: the joint model "
-        "logit p = a + b·log(n_real + β·n_syn), β by profile likelihood with a likelihood-ratio interval. "
-        "Failed cells are excluded from every fit and listed above.",
+        "- A real-extra cell with base b and e extra images trains the same classifier as the real-only cell with "
+        "base b + e (nested subsets), so their rows repeat the same numbers.",
     ]  # fmt: skip
+    if synthetic:
+        bootstrap = (f"and bootstrap percentile intervals ({n_boot} replicates) beside them" if n_boot
+                     else "no bootstrap (`--n-boot 0`)")  # fmt: skip
+        lines.append(
+            "- Exchange rates: `study.equivalence` (its module docstring has the formulas). Per synthetic cell: seeds "
+            "pooled, n_eff from the inverted real learning curve, delta-method intervals with a quasi-binomial "
+            f"dispersion, {bootstrap}. Per arm and per base: the joint model logit p = a + b·log(n_real + β·n_syn), "
+            "β by profile likelihood with a likelihood-ratio interval. Failed cells are left out of every fit."
+        )
     curve = None
     if eq is not None:
         with contextlib.suppress(ValueError):
