@@ -249,8 +249,11 @@ class ClassifierSpec(Strict):
     warmup: NonNegativeInt = 0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     augment: bool = True  # random crop with padding (+ flips where the dataset allows them)
-    width: PositiveInt | None = None  # channel multiplier / base width where the arch supports it
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    width: PositiveInt | None = None  # base width: study_cnn w (w, 2w, 4w); ResNets: stages (w, 2w, 4w, 8w)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU (measured faster), bf16 on CUDA
+    stem: Literal["auto", "small", "stock"] = "auto"  # auto: small (3x3 stride 1, no max-pool) for inputs <= 64 px
+    select: Literal["last", "val_acc", "val_auc"] = "last"  # keep the last weights, or the best on the val split
+    val_checks: PositiveInt = 10  # evenly spaced val evaluations when `select` is not `last`
     mix: MixSpec = "uniform"
     eval_batch_size: PositiveInt = 512  # does not change results, not keyed
 
