@@ -662,7 +662,7 @@ def _per_volume_table(e: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     rows = []
     for r in in_arm_order(e, arms, "base_per_class", "volume_per_class").itertuples():
         rows.append({"arm": r.arm, "base/class": int(r.base_per_class), "synthetic/class": int(r.volume_per_class),
-                     "n seeds": r.n_seeds, "accuracy": fmt(r.acc), "n_eff (images)": fmt(r.n_eff, 3, sig=True),
+                     "n seeds": r.n_seeds, "n_eff (images)": fmt_ci(r.n_eff, r.n_eff_lo, r.n_eff_hi, sig=True),
                      "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True),
                      "β bootstrap": _interval(r.beta_lo_boot, r.beta_hi_boot),
                      "k": fmt_ci(r.k, r.k_lo, r.k_hi, sig=True) if r.verdict == "gain" else "—",
