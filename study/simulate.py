@@ -1,0 +1,135 @@
+"""Simulated cells tables with a planted truth, for testing the equivalence analysis and the report.
+
+A simulated table has exactly the columns the runner writes (DESIGN 3.3, plus `mix`), so anything that reads
+`results/<name>/cells.csv` can be tested on it without training a model:
+
+    from study.simulate import PlantedArm, simulate_cells
+    cells = simulate_cells([PlantedArm("closed", beta=0.3), PlantedArm("open", beta=-0.1, kind="open")])
+
+The truth. Real data follow a learning curve acc(n) (default: logit acc = a + b log n). A synthetic arm
+turns n_syn synthetic images on a base of n_base real ones into an effective real size n_eff, either at a
+constant exchange rate (`beta`: n_eff = n_base + beta n_syn; < 0 hurts, > 1 beats real data) or by the
+paper's closed form (`c1`, `c2`, `K`: the n_syn matching n_real+ added real images is
+n_base c1^(n_base/K) (c2^(n_real+/n_base) - 1), inverted). A cell's accuracy is acc(n_eff), shifted on the
+logit scale by a seed effect (shared by every cell of a seed, like the base set) and a cell effect
+(classifier training noise), then observed through a binomial test set of n_test images. Cells fail at
+random with `fail_rate` (status "failed", no metrics). Everything is drawn from `seed`: same arguments,
+same table. Never imports torch; costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from study.config import Cell
+from study.equivalence import logit_log
+
+COLUMNS = [
+    "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
+    "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
+    "test_auc", "test_nll", "n_test", "status", "error", "seconds",
+]  # fmt: skip
+DEFAULT_CURVE = functools.partial(logit_log, a=-2.0, b=0.7)  # 100 images: 0.77, 400: 0.90, 1600: 0.97
+
+
+@dataclass(frozen=True)
+class PlantedArm:
+    """One synthetic arm and its true effect: give `beta`, or `c2` (with `c1`, default 1, and `K`, default
+    the number of classes) for the paper's closed form."""
+
+    name: str
+    beta: float | None = None  # real images gained per synthetic image
+    c1: float = 1.0
+    c2: float | None = None
+    K: float | None = None
+    kind: str = "closed"  # closed | open
+    strategy: str = "conditional"
+    mix: str = "uniform"
+
+    def __post_init__(self):
+        if (self.beta is None) == (self.c2 is None):
+            raise ValueError(
+                f"arm {self.name!r}: give exactly one of `beta` or `c2` (closed form), got neither or both"
+            )
+        if self.c2 is not None and not self.c2 > 1:
+            raise ValueError(f"arm {self.name!r}: c2 must be > 1, got {self.c2}")
+        if self.kind not in ("closed", "open"):
+            raise ValueError(f"arm {self.name!r}: kind must be 'closed' or 'open', got {self.kind!r}")
+
+    def n_eff(self, n_base, n_syn, classes: int):
+        """The effective real size of n_base real plus n_syn synthetic images (totals)."""
+        n_base, n_syn = np.asarray(n_base, float), np.asarray(n_syn, float)
+        if self.beta is not None:
+            return n_base + self.beta * n_syn
+        k = self.K if self.K is not None else classes
+        scale = n_base * self.c1 ** (n_base / k)
+        return n_base + n_base * np.log1p(n_syn / scale) / np.log(self.c2)
+
+    def true_beta(self, n_base, n_syn, classes: int):
+        """The planted exchange rate (n_eff - n_base) / n_syn at these sizes."""
+        return (self.n_eff(n_base, n_syn, classes) - np.asarray(n_base, float)) / np.asarray(n_syn, float)
+
+
+def _cells(arms, bases, extras, volumes, seeds) -> list[tuple[Cell, PlantedArm | None]]:
+    out = []
+    for seed in seeds:
+        for base in bases:
+            out.append((Cell(seed, base, "real-only", "real-only"), None))
+            out += [(Cell(seed, base, "real-extra", "real-extra", extra_per_class=e), None) for e in extras]
+            for arm in arms:
+                out += [(Cell(seed, base, arm.name, arm.kind, volume_per_class=v), arm) for v in volumes]
+    return out
+
+
+def simulate_cells(
+    arms: Sequence[PlantedArm] = (PlantedArm("closed", beta=0.3),),
+    *,
+    bases: Sequence[int] = (10, 20, 40),  # base images per class
+    extras: Sequence[int] = (10, 30),  # extra real images per class (real-extra arm)
+    volumes: Sequence[int] = (20, 80),  # synthetic images per class
+    seeds: Sequence[int] = (0, 1, 2),
+    classes: int = 10,
+    n_test: int = 1000,
+    curve: Callable[[np.ndarray], np.ndarray] = DEFAULT_CURVE,  # true accuracy at n real images
+    seed_sd: float = 0.0,  # sd of a seed's shift of logit accuracy (shared by its cells)
+    cell_sd: float = 0.0,  # sd of each cell's own shift of logit accuracy (training noise)
+    fail_rate: float = 0.0,  # probability that a cell failed
+    dataset: str = "simulated",
+    classifier: str = "simulated",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A cells table (DESIGN 3.3 columns plus `mix`) drawn from the planted truth described in the module
+    docstring. test_bacc equals test_acc (balanced classes); test_auc and test_nll are not simulated (NaN)."""
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names) or {"real-only", "real-extra"} & set(names):
+        raise ValueError(f"arm names must be distinct and not real-only/real-extra, got {names}")
+    rng = np.random.default_rng(seed)
+    seed_shift = dict(zip(seeds, rng.normal(0.0, seed_sd, len(seeds)), strict=True))
+    rows = []
+    for cell, arm in _cells(arms, bases, extras, volumes, seeds):
+        n_base, n_extra, n_syn = (
+            v * classes for v in (cell.base_per_class, cell.extra_per_class, cell.volume_per_class)
+        )
+        n = n_base + n_extra if arm is None else float(arm.n_eff(n_base, n_syn, classes))
+        if not n > 0:
+            raise ValueError(f"arm {arm.name!r} plants n_eff = {n:g} <= 0 at base {n_base}, n_syn {n_syn}: raise beta")
+        p = special.expit(special.logit(curve(np.float64(n))) + seed_shift[cell.seed] + rng.normal(0.0, cell_sd))
+        acc = rng.binomial(n_test, p) / n_test
+        failed = rng.random() < fail_rate
+        rows.append({
+            "cell": cell.label, "dataset": dataset, "seed": cell.seed, "base_per_class": cell.base_per_class,
+            "n_base": n_base, "arm": cell.arm, "arm_kind": cell.arm_kind,
+            "strategy": "none" if arm is None else arm.strategy, "mix": "none" if arm is None else arm.mix,
+            "extra_per_class": cell.extra_per_class, "n_extra": n_extra, "volume_per_class": cell.volume_per_class,
+            "n_syn": n_syn, "classifier": classifier, "test_acc": np.nan if failed else acc,
+            "test_bacc": np.nan if failed else acc, "test_auc": np.nan, "test_nll": np.nan,
+            "n_test": np.nan if failed else n_test, "status": "failed" if failed else "done",
+            "error": "RuntimeError: simulated failure" if failed else "", "seconds": 0.0,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
