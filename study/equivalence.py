@@ -776,6 +776,18 @@ class _Group:
         return self.done[self.done["arm_kind"].isin(REAL_KINDS)]
 
     @cached_property
+    def real_measurements(self) -> pd.DataFrame:
+        """The real cells with one row per distinct measurement. Subsets are nested, so base b + e extra and
+        base b + e alone train on the same images: the runner shares one classifier between them (same
+        `cell_key`) and its row appears twice. Fits count it once; otherwise n and the dispersion shrink."""
+        return self.real.drop_duplicates(self.measurement_key)
+
+    @property
+    def measurement_key(self) -> list[str]:
+        has_key = "cell_key" in self.real.columns and self.real["cell_key"].notna().all()
+        return ["cell_key"] if has_key else ["seed", "n_real"]
+
+    @cached_property
     def synthetic(self) -> pd.DataFrame:
         return self.done[self.done["arm_kind"].isin(SYNTHETIC_KINDS)]
 
@@ -879,7 +891,7 @@ def _joint_rows(g: _Group, arms: pd.DataFrame, by_base: bool) -> tuple[list[dict
         mine = g.done[_arm_mask(g.done, arm)]
         subsets = [(None, mine), *(mine.groupby("base_per_class") if by_base else [])]
         for base, subset in subsets:
-            cells = pd.concat([g.real, subset])
+            cells = pd.concat([g.real_measurements, subset])
             res = fit_joint(cells["n_real"], cells["n_syn"], cells["correct"], cells["n_test"], g.level)
             row = {**arm.to_dict(), "n_seeds": subset["seed"].nunique(), **res}
             (fits if base is None else per_base).append(row if base is None else {**row, "base_per_class": base})
@@ -1004,8 +1016,12 @@ def _bootstrap(g: _Group, eq: pd.DataFrame, closed_forms: list[_ClosedForm], phi
     phi[~is_real] = _arm_dispersion(done[~is_real], phis, g.level)[0]
     m = done["n_test"].to_numpy(float)
     draws = _redraw(rng, group_p, phi, m, n_boot)
-
-    theta = np.array([_refit_curve(g.curve, draws[b, is_real]) for b in range(n_boot)])  # curve's cell order
+    # A shared real classifier is one measurement: its rows get one draw, and the curve refits on it once.
+    pos = pd.Series(np.arange(len(done)), index=done.index)
+    first = g.real.index.to_series().groupby([g.real[k] for k in g.measurement_key]).transform("first")
+    draws[:, pos[g.real.index].to_numpy()] = draws[:, pos[first.to_numpy()].to_numpy()]
+    curve_rows = pos[g.real_measurements.index].to_numpy()
+    theta = np.array([_refit_curve(g.curve, draws[b, curve_rows]) for b in range(n_boot)])  # curve's cell order
     beta = None
     if len(eq) and (~is_real).any():
         syn = done[~is_real]
@@ -1034,7 +1050,7 @@ def _bootstrap(g: _Group, eq: pd.DataFrame, closed_forms: list[_ClosedForm], phi
 
 def _analyse_group(g: _Group, n_boot: int, rng, by_base: bool) -> dict:
     try:
-        g.curve = fit_curve(g.real, g.dataset, g.classifier)
+        g.curve = fit_curve(g.real_measurements, g.dataset, g.classifier)
     except EquivalenceError as exc:
         g.curve_problem = str(exc)
         g.notes.append(f"{g.where}: {exc}")

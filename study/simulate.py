@@ -13,7 +13,9 @@ paper's closed form (`c1`, `c2`, `K`: the n_syn matching n_real+ added real imag
 n_base c1^(n_base/K) (c2^(n_real+/n_base) - 1), inverted). A cell's accuracy is acc(n_eff), shifted on the
 logit scale by a seed effect (shared by every cell of a seed, like the base set) and a cell effect
 (classifier training noise), then observed through a binomial test set of n_test images. Cells fail at
-random with `fail_rate` (status "failed", no metrics). Everything is drawn from `seed`: same arguments,
+random with `fail_rate` (status "failed", no metrics). As in the runner, real cells of one seed with the same
+real size (base b + extra e and base b + e: nested subsets, the same images) are one measurement with one
+`cell_key`. Everything is drawn from `seed`: same arguments,
 same table. Never imports torch; costs milliseconds.
 """
 
@@ -33,7 +35,7 @@ from study.equivalence import logit_log
 COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
     "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
-    "test_auc", "test_nll", "n_test", "status", "error", "seconds",
+    "test_auc", "test_nll", "n_test", "status", "error", "seconds", "cell_key",
 ]  # fmt: skip
 DEFAULT_CURVE = functools.partial(logit_log, a=-2.0, b=0.7)  # 100 images: 0.77, 400: 0.90, 1600: 0.97
 
@@ -111,7 +113,7 @@ def simulate_cells(
         raise ValueError(f"arm names must be distinct and not real-only/real-extra, got {names}")
     rng = np.random.default_rng(seed)
     seed_shift = dict(zip(seeds, rng.normal(0.0, seed_sd, len(seeds)), strict=True))
-    rows = []
+    rows, measured = [], {}
     for cell, arm in _cells(arms, bases, extras, volumes, seeds):
         n_base, n_extra, n_syn = (
             v * classes for v in (cell.base_per_class, cell.extra_per_class, cell.volume_per_class)
@@ -119,9 +121,11 @@ def simulate_cells(
         n = n_base + n_extra if arm is None else float(arm.n_eff(n_base, n_syn, classes))
         if not n > 0:
             raise ValueError(f"arm {arm.name!r} plants n_eff = {n:g} <= 0 at base {n_base}, n_syn {n_syn}: raise beta")
-        p = special.expit(special.logit(curve(np.float64(n))) + seed_shift[cell.seed] + rng.normal(0.0, cell_sd))
-        acc = rng.binomial(n_test, p) / n_test
-        failed = rng.random() < fail_rate
+        key = f"real{n_base + n_extra}-s{cell.seed}" if arm is None else cell.label
+        if key not in measured:
+            p = special.expit(special.logit(curve(np.float64(n))) + seed_shift[cell.seed] + rng.normal(0.0, cell_sd))
+            measured[key] = (rng.binomial(n_test, p) / n_test, rng.random() < fail_rate)
+        acc, failed = measured[key]
         rows.append({
             "cell": cell.label, "dataset": dataset, "seed": cell.seed, "base_per_class": cell.base_per_class,
             "n_base": n_base, "arm": cell.arm, "arm_kind": cell.arm_kind,
@@ -130,6 +134,6 @@ def simulate_cells(
             "n_syn": n_syn, "classifier": classifier, "test_acc": np.nan if failed else acc,
             "test_bacc": np.nan if failed else acc, "test_auc": np.nan, "test_nll": np.nan,
             "n_test": np.nan if failed else n_test, "status": "failed" if failed else "done",
-            "error": "RuntimeError: simulated failure" if failed else "", "seconds": 0.0,
+            "error": "RuntimeError: simulated failure" if failed else "", "seconds": 0.0, "cell_key": key,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
