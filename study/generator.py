@@ -1,0 +1,491 @@
+"""The closed-set generator: a class-conditional pixel-space diffusion model on diffusers' `UNet2DModel`.
+
+    stats = train_generator(model_spec, train_spec, images, labels, num_classes, out_dir, seed=0, flip=False)
+    gen = load_generator(out_dir)                  # Generator: condition vectors in, epsilon out
+    eps = gen.eps(x_t, t, gen.condition(labels))   # row `num_classes` of the class table is the null class
+
+The UNet carries a learned class table `nn.Embedding(C + 1, D)`; index C is the null class that label
+dropout trains for classifier-free guidance. The final EMA weights are saved with `save_pretrained`
+(safetensors) under `out_dir/unet`, so `UNet2DModel.from_pretrained(out_dir / "unet")` gives a working
+class-conditional model with integer `class_labels`. `load_generator` lifts the class table out of the UNet
+so conditions are vectors that sampling strategies can mix (AugGen adds class embeddings).
+
+Cost on a 2-core CPU (fp32, see reports/bench.md): preset `tiny` on 8x8 digits, 600 steps of 128 images,
+about 20 s; preset `s` at 28 px, about 60 images/s.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.config import GeneratorTrainSpec, ModelSpec
+from study.keys import derive_seed
+from study.store import atomic_path, atomic_write_json
+
+CHECKPOINT = "checkpoint.pt"  # training state while a run is in progress; deleted once the model is saved
+META = "generator.json"  # written last: the saved model is complete once this exists
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+# --- presets -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    channels: tuple[int, ...]  # block widths, top (full resolution) to bottom; len - 1 downsamplings
+    layers_per_block: int
+    attention: tuple[int, ...]  # levels with self-attention, counted from the bottom (0 = lowest resolution)
+    mid_attention: bool
+    norm_groups: int
+    head_dim: int = 32
+
+
+# Parameters and training FLOPs per 32 px RGB image: tiny 0.16M (8x8 digits in ~20 s on 2 cores), xs 1.1M
+# (1.5 GFLOP), s 3.9M (3.2 GFLOP; CPU studies at 28-32 px), m 16M (13 GFLOP), l 36M (36 GFLOP: the DDPM
+# CIFAR-10 network, widths 128-256-256-256, two res blocks, attention at 16x16; GPU).
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset((16, 32), 1, (), False, 8),
+    "xs": Preset((32, 64, 64), 1, (0,), True, 8),
+    "s": Preset((32, 64, 128), 2, (0,), True, 16),
+    "m": Preset((64, 128, 256), 2, (0,), True, 32),
+    "l": Preset((128, 256, 256, 256), 2, (2,), True, 32),
+}
+
+
+def preset_channels(model: ModelSpec) -> tuple[int, ...]:
+    return tuple(model.channels) if model.channels else PRESETS[model.preset].channels
+
+
+def check_resolution(model: ModelSpec, resolution: int) -> None:
+    """Every downsampling halves the feature map; it must stay whole and at least 2 pixels a side."""
+    downs = len(preset_channels(model)) - 1
+    if resolution % 2**downs or resolution // 2**downs < 2:
+        raise ValueError(
+            f"model.preset: {model.preset!r} (block widths {list(preset_channels(model))}) downsamples "
+            f"{downs} times, so it needs a resolution that is a multiple of {2**downs} and at least "
+            f"{2 ** (downs + 1)} px; got resolution {resolution}. Pick a smaller preset or set dataset.resolution."
+        )
+
+
+def build_unet(model: ModelSpec, resolution: int, channels: int, num_classes: int) -> nn.Module:
+    """A `UNet2DModel` with a class table of `num_classes + 1` rows (the last is the null class)."""
+    from diffusers import UNet2DModel
+
+    check_resolution(model, resolution)
+    preset = PRESETS[model.preset]
+    widths = preset_channels(model)
+    groups = preset.norm_groups
+    if any(w % groups for w in widths):
+        raise ValueError(f"model.channels: every block width must be a multiple of {groups} (GroupNorm), got {widths}")
+    levels = len(widths)
+    attn = [levels - 1 - i in preset.attention for i in range(levels)]  # top to bottom
+    unet = UNet2DModel(
+        sample_size=resolution,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=widths,
+        layers_per_block=model.layers_per_block or preset.layers_per_block,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        add_attention=preset.mid_attention,
+        attention_head_dim=preset.head_dim,
+        norm_num_groups=groups,
+        dropout=model.dropout,
+        num_class_embeds=num_classes + 1,
+    )
+    check_conditioning(unet, resolution, channels, num_classes)
+    return unet
+
+
+@torch.no_grad()
+def check_conditioning(unet: nn.Module, resolution: int, channels: int, num_classes: int) -> None:
+    """Fail loudly if class labels would be ignored (diffusers once dropped `class_labels` silently)."""
+    table = getattr(unet, "class_embedding", None)
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"the UNet has no class table (class_embedding is {table!r}); class labels would be ignored")
+    if table.num_embeddings != num_classes + 1:
+        raise ValueError(
+            f"the UNet's class table has {table.num_embeddings} rows, expected {num_classes + 1} "
+            f"({num_classes} classes + the null class)"
+        )
+    device = next(unet.parameters()).device
+    x = torch.zeros(1, channels, resolution, resolution, device=device).expand(2, -1, -1, -1)
+    out = unet(x, torch.tensor([500, 500], device=device), torch.tensor([0, num_classes], device=device)).sample
+    if torch.equal(out[0], out[1]):
+        raise ValueError("the UNet gives the same output for two class labels; class labels would be ignored")
+
+
+# --- precision ---------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was asked for but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 on CUDA GPUs that support it (else fp16); fp32 on CPU. Measured on a 2-core AVX-512-BF16
+    Xeon (reports/bench.md): bf16 autocast made these small UNets' training steps slower than fp32, because
+    the bf16 convolution backward for small feature maps is slow in oneDNN, so CPU stays in fp32."""
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ValueError("train.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+# --- noise schedule ----------------------------------------------------------------------------------
+
+_BETAS = {  # diffusers beta_schedule and the betas of each named schedule
+    "linear": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},  # DDPM (Ho et al. 2020)
+    "cosine": {"beta_schedule": "squaredcos_cap_v2"},  # improved DDPM (Nichol & Dhariwal 2021)
+    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+}
+
+
+def noise_scheduler(model: ModelSpec, train: GeneratorTrainSpec):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=train.timesteps,
+        prediction_type=model.prediction,
+        clip_sample=True,  # samplers that predict x0 (DDPM, DDIM) keep it inside the pixel range
+        timestep_spacing="trailing",  # few-step samplers start at the last timestep (Lin et al. 2024)
+        **_BETAS[train.noise_schedule],
+    )
+
+
+# --- the loaded generator ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A trained generator for sampling. Conditions are vectors: row c of `table` is class c, row
+    `num_classes` is the null class; any mixture of rows is a valid condition."""
+
+    unet: nn.Module  # UNet2DModel whose class_embedding is the identity: it adds the condition vector it gets
+    table: torch.Tensor  # (num_classes + 1, D) class embeddings
+    scheduler_config: dict  # the training noise schedule (diffusers DDPMScheduler config)
+    alphas_cumprod: torch.Tensor  # (T,) float64 on the CPU
+    num_classes: int
+    resolution: int
+    channels: int
+    prediction: str  # epsilon | v_prediction (what the network outputs; `eps` always returns epsilon)
+    precision: str  # autocast precision for sampling
+    device: torch.device
+    net_batch: int  # rows per network call (fixed, so results never depend on the batch size)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """Condition vectors for integer labels (0..C-1 classes, C = null)."""
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.table.device)
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
+            raise ValueError(f"labels must be in 0..{self.num_classes} ({self.num_classes} = null class)")
+        return self.table[labels]
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        """The noise prediction for x_t at timestep t (a scalar or one per row) under condition vectors `cond`.
+        The network always runs on batches of exactly `net_batch` rows (the last one padded): CPU kernels pick
+        different summation orders for different batch shapes, and a sample must not depend on its batch."""
+        n = len(x)
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(n) if t.ndim == 0 else t
+        if len(cond) != n or len(t) != n:
+            raise ValueError(f"eps: {n} inputs but {len(cond)} condition vectors and {len(t)} timesteps")
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        b = self.net_batch
+        for i in range(0, n, b):
+            xs, ts, cs = x[i : i + b], t[i : i + b], cond[i : i + b].to(x.dtype)
+            m = len(xs)
+            if m < b:  # pad with copies of the first row; their outputs are dropped
+                xs, ts, cs = (torch.cat([v, v[:1].expand(b - m, *v.shape[1:])]) for v in (xs, ts, cs))
+            with autocast(self.device, self.precision):
+                out[i : i + m] = self.unet(xs, ts, class_labels=cs).sample[:m].float()
+        if self.prediction == "epsilon":
+            return out
+        # v = a*eps - s*x0 and x_t = a*x0 + s*eps give eps = a*v + s*x_t (Salimans & Ho 2022).
+        a, s = self._alpha_sigma(t, n)
+        return a * out + s * x.float()
+
+    def _alpha_sigma(self, t: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Fractional timesteps (Heun/Karras) are placed by log-sigma interpolation, as diffusers does.
+        ac = self.alphas_cumprod
+        log_sigma = 0.5 * torch.log((1 - ac) / ac)
+        tt = t.double().cpu().clamp(0, len(ac) - 1)
+        lo = tt.floor().long()
+        hi = (lo + 1).clamp(max=len(ac) - 1)
+        w = tt - lo
+        sigma = torch.exp((1 - w) * log_sigma[lo] + w * log_sigma[hi])
+        a = (1 / torch.sqrt(1 + sigma**2)).float().view(n, 1, 1, 1).to(self.device)
+        return a, (sigma.float().view(n, 1, 1, 1).to(self.device) * a)
+
+
+def load_generator(out_dir: Path, device: str = "auto") -> Generator:
+    """Load a generator saved by `train_generator` (diffusers `from_pretrained`)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    out_dir = Path(out_dir)
+    meta_file = out_dir / META
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file} not found: {out_dir} holds no finished generator")
+    meta = json.loads(meta_file.read_text())
+    dev = resolve_device(device)
+    unet = UNet2DModel.from_pretrained(out_dir / "unet").to(dev).eval().requires_grad_(False)
+    num_classes = meta["num_classes"]
+    check_conditioning(unet, meta["resolution"], meta["channels"], num_classes)
+    scheduler = DDPMScheduler.from_pretrained(out_dir / "scheduler")
+    table = unet.class_embedding.weight.detach().clone()
+    unet.class_embedding = nn.Identity()  # the UNet now adds whatever condition vector it is given
+    precision = resolve_precision("auto", dev)
+    resolution = meta["resolution"]
+    return Generator(
+        unet=unet,
+        table=table,
+        scheduler_config=dict(scheduler.config),
+        alphas_cumprod=scheduler.alphas_cumprod.double(),
+        num_classes=num_classes,
+        resolution=resolution,
+        channels=meta["channels"],
+        prediction=scheduler.config.prediction_type,
+        precision=precision,
+        device=dev,
+        net_batch=net_batch(resolution, dev),
+    )
+
+
+def net_batch(resolution: int, device: torch.device) -> int:
+    """Rows per network call: about 8k pixel positions on a CPU (throughput is flat beyond that and small
+    sets pad less), 256k on a GPU; a power of two between 1 and 256."""
+    budget = 2**18 if device.type == "cuda" else 2**13
+    return int(min(256, max(1, 2 ** math.floor(math.log2(max(1, budget // resolution**2))))))
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+
+def check_training_data(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must be square, got {tuple(images.shape[-2:])}")
+    if len(labels) != len(images) or len(images) == 0:
+        raise ValueError(f"need one label per image and at least one image, got {len(images)} and {len(labels)}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: torch.Tensor  # (B,) training images
+    noise: torch.Tensor  # (B, C, H, W)
+    t: torch.Tensor  # (B,) timesteps
+    drop: torch.Tensor  # (B,) bool: replace the label by the null class
+    mirror: torch.Tensor  # (B,) bool: flip horizontally (used only where flips are allowed)
+
+
+def draw_batch(seed: int, step: int, train: GeneratorTrainSpec, n: int, channels: int, resolution: int, device):
+    """Step `step`'s random draws, from a CPU generator seeded by (seed, step): the same on any device."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "step", step))
+    b = train.batch_size
+    index = torch.randint(n, (b,), generator=g)
+    noise = torch.randn((b, channels, resolution, resolution), generator=g)
+    t = torch.randint(0, train.timesteps, (b,), generator=g)
+    drop = torch.rand(b, generator=g) < train.label_dropout
+    mirror = torch.rand(b, generator=g) < 0.5
+    return Batch(*(v.to(device) for v in (index, noise, t, drop, mirror)))
+
+
+def _lr_schedule(optimizer, train: GeneratorTrainSpec):
+    from diffusers.optimization import get_constant_schedule_with_warmup
+
+    return get_constant_schedule_with_warmup(optimizer, num_warmup_steps=train.warmup)
+
+
+def train_generator(
+    model: ModelSpec,
+    train: GeneratorTrainSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    out_dir: Path,
+    seed: int,
+    flip: bool,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Train (resuming from `out_dir`'s checkpoint if there is one) and save the EMA model in diffusers format.
+    Every random draw of step k comes from a generator seeded by (seed, k), so a resumed run ends with
+    exactly the weights of an uninterrupted one. Returns provenance stats."""
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    if (out_dir / META).exists():  # finished earlier (the caller's done marker may not have been written)
+        return json.loads((out_dir / META).read_text())["train_stats"]
+    check_training_data(images, labels, num_classes)
+    dev = resolve_device(device)
+    precision = resolve_precision(train.precision, dev)
+    resolution, channels = images.shape[-1], images.shape[1]
+
+    # Build. Initial weights depend only on the seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        unet = build_unet(model, resolution, channels, num_classes).to(dev).train()
+    scheduler = noise_scheduler(model, train)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    lr_schedule = _lr_schedule(optimizer, train)
+    ema = EMAModel(params, decay=train.ema_decay, foreach=True)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+    data = images.to(dev)
+    targets = labels.to(dev, torch.long)
+
+    # Resume.
+    start = 0
+    ckpt_file = out_dir / CHECKPOINT
+    if ckpt_file.exists():
+        state = torch.load(ckpt_file, map_location=dev, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        ema.load_state_dict(state["ema"])
+        scaler.load_state_dict(state["scaler"])
+        start = state["step"]
+        precision = state["precision"]  # a resumed run keeps the precision it started with
+
+    # Train. Every random draw of step k comes from (seed, k), so resuming needs no saved RNG state.
+    n_params = sum(p.numel() for p in params)
+    bar = tqdm(range(start, train.steps), desc="generator", disable=not progress, initial=start, total=train.steps)
+    t0, recent, seen = time.perf_counter(), collections.deque(maxlen=50), 0
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # leave the caller's RNG alone
+        for step in bar:
+            batch = draw_batch(seed, step, train, len(data), channels, resolution, dev)
+            if model.dropout:
+                torch.manual_seed(derive_seed(seed, "dropout", step))  # model dropout uses the global RNG
+            x0 = data[batch.index].float() / 127.5 - 1.0
+            if flip:
+                x0 = torch.where(batch.mirror.view(-1, 1, 1, 1), x0.flip(-1), x0)
+            y = torch.where(batch.drop, num_classes, targets[batch.index])  # label dropout trains the null class
+            x_t = scheduler.add_noise(x0, batch.noise, batch.t)
+            target = batch.noise if model.prediction == "epsilon" else scheduler.get_velocity(x0, batch.noise, batch.t)
+
+            with autocast(dev, precision):
+                pred = unet(x_t, batch.t, y).sample
+            loss = F.mse_loss(pred.float(), target)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                hint = "" if precision == "fp32" else ", or use train.precision: fp32"
+                raise TrainingDiverged(
+                    f"generator training loss is {loss_value} at step {step} (train.lr {train.lr}, precision "
+                    f"{precision}); lower train.lr or set train.grad_clip{hint}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if train.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            lr_schedule.step()
+            ema.step(params)
+            recent.append(loss_value)
+            seen += train.batch_size
+
+            done = step + 1
+            if done % train.checkpoint_every == 0 and done < train.steps:
+                save_checkpoint(ckpt_file, unet, optimizer, lr_schedule, ema, scaler, done, precision)
+            if progress and (done % 10 == 0 or done == train.steps):
+                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    # Save the EMA weights in diffusers format, then the meta file that marks the model complete.
+    ema.copy_to(params)
+    unet.eval()
+    stats = {
+        "steps": train.steps,
+        "resumed_from": start,
+        "final_loss": sum(recent) / len(recent) if recent else None,  # mean of the last 50 steps
+        "images_per_s": seen / seconds if seconds > 0 else None,
+        "seconds": seconds,
+        "precision": precision,
+        "device": str(dev),
+        "parameters": n_params,
+    }
+    save_model(unet, scheduler, out_dir, num_classes, resolution, channels, model, stats)
+    ckpt_file.unlink(missing_ok=True)
+    return stats
+
+
+def save_checkpoint(path: Path, unet, optimizer, lr_schedule, ema, scaler, step: int, precision: str) -> None:
+    state = {
+        "unet": unet.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_schedule": lr_schedule.state_dict(),
+        "ema": ema.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "precision": precision,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_model(unet, scheduler, out_dir: Path, num_classes, resolution, channels, model: ModelSpec, stats) -> None:
+    for name, obj in (("unet", unet), ("scheduler", scheduler)):
+        target = out_dir / name
+        with atomic_dir(target) as tmp:
+            obj.save_pretrained(tmp, **({"safe_serialization": True} if name == "unet" else {}))
+    meta = {
+        "num_classes": num_classes,
+        "null_class": num_classes,
+        "resolution": resolution,
+        "channels": channels,
+        "model": model.model_dump(mode="json"),
+        "train_stats": stats,
+    }
+    atomic_write_json(out_dir / META, meta)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Write a directory under a temp name, then rename it into place (replacing an older one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)

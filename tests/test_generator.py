@@ -1,0 +1,211 @@
+"""The generator: presets and resolution checks, the conditioning guard, training, exact resume, diffusers
+save/load, divergence, epsilon from v-prediction. Tiny models on 8x8 images, a few dozen steps each."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+from safetensors.torch import load_file
+
+import study.generator as generator
+from study.config import GeneratorTrainSpec, ModelSpec
+from study.generator import (
+    PRESETS,
+    TrainingDiverged,
+    build_unet,
+    check_conditioning,
+    check_resolution,
+    load_generator,
+    resolve_precision,
+    train_generator,
+)
+
+TINY = ModelSpec(preset="tiny")
+SHORT = GeneratorTrainSpec(steps=30, batch_size=16, warmup=5, checkpoint_every=10)
+
+
+def toy_data(n=40, classes=4, resolution=8, channels=1):
+    """Class c is a bright square in corner c: easy to learn, different per class."""
+    images = torch.zeros(n, channels, resolution, resolution, dtype=torch.uint8)
+    labels = torch.arange(n) % classes
+    half = resolution // 2
+    for i, c in enumerate(labels.tolist()):
+        r, k = divmod(c, 2)
+        images[i, :, r * half : (r + 1) * half, k * half : (k + 1) * half] = 255
+    return images, labels
+
+
+def weights(out_dir):
+    return load_file(str(out_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+# --- presets -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "resolution", "channels", "low", "high"),
+    [("tiny", 8, 1, 0.1e6, 0.3e6), ("xs", 28, 1, 0.8e6, 1.5e6), ("s", 32, 3, 3e6, 5e6), ("l", 32, 3, 35e6, 36.5e6)],
+)
+def test_presets_build_with_a_class_table(preset, resolution, channels, low, high):
+    unet = build_unet(ModelSpec(preset=preset), resolution, channels, num_classes=10)
+    n = sum(p.numel() for p in unet.parameters())
+    assert low <= n <= high  # l is the DDPM CIFAR-10 network (35.7M)
+    assert unet.class_embedding.num_embeddings == 11  # 10 classes + the null class
+    assert unet.config.in_channels == unet.config.out_channels == channels
+
+
+@pytest.mark.parametrize(("preset", "resolution"), [("tiny", 7), ("tiny", 2), ("s", 30), ("l", 28), ("l", 8)])
+def test_resolution_the_preset_cannot_downsample_is_an_error(preset, resolution):
+    with pytest.raises(ValueError, match=rf"model\.preset: '{preset}'.*resolution {resolution}\b"):
+        check_resolution(ModelSpec(preset=preset), resolution)
+
+
+def test_every_preset_takes_its_intended_resolutions():
+    for preset in PRESETS:
+        for resolution in (32, 64):
+            check_resolution(ModelSpec(preset=preset), resolution)
+    check_resolution(ModelSpec(preset="s"), 28)  # MedMNIST
+
+
+def test_channel_override_must_suit_group_norm():
+    with pytest.raises(ValueError, match=r"model\.channels"):
+        build_unet(ModelSpec(preset="tiny", channels=[12, 20]), 8, 1, 3)
+
+
+def test_a_unet_that_would_ignore_class_labels_is_refused():
+    plain = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    with pytest.raises(ValueError, match="class labels would be ignored"):
+        check_conditioning(plain, 8, 1, num_classes=3)
+    unet = build_unet(TINY, 8, 1, num_classes=3)
+    with pytest.raises(ValueError, match="has 4 rows, expected 6"):
+        check_conditioning(unet, 8, 1, num_classes=3 + 2)  # a table for another class count
+    with torch.no_grad():
+        unet.class_embedding.weight.zero_()  # every class the same vector: labels have no effect
+    with pytest.raises(ValueError, match="class labels would be ignored"):
+        check_conditioning(unet, 8, 1, num_classes=3)
+
+
+def test_precision():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"  # measured faster than bf16 autocast on CPU (bench.md)
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match=r"train\.precision"):
+        resolve_precision("fp16", cpu)
+
+
+# --- training, saving, loading -------------------------------------------------------------------------
+
+
+def test_train_saves_a_diffusers_model_that_from_pretrained_loads(tmp_path):
+    images, labels = toy_data()
+    stats = train_generator(TINY, SHORT, images, labels, 4, tmp_path, seed=1, flip=False, progress=False)
+    assert stats["steps"] == 30 and stats["resumed_from"] == 0 and stats["precision"] == "fp32"
+    assert stats["parameters"] > 0 and stats["images_per_s"] > 0 and stats["final_loss"] > 0
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert not (tmp_path / "checkpoint.pt").exists()  # training state is dropped once the model is saved
+
+    # A user loads the UNet alone and conditions it with integer labels (index 4 = null class) ...
+    unet = UNet2DModel.from_pretrained(tmp_path / "unet").eval()
+    x, t, y = torch.randn(5, 1, 8, 8), torch.tensor([10, 200, 500, 800, 999]), torch.tensor([0, 1, 2, 3, 4])
+    with torch.no_grad():
+        direct = unet(x, t, y).sample
+    # ... and gets what the study's generator computes from condition vectors.
+    gen = load_generator(tmp_path, device="cpu")
+    assert (gen.num_classes, gen.resolution, gen.channels, gen.null_class) == (4, 8, 1, 4)
+    assert gen.condition(y).shape == (5, gen.table.shape[1])
+    assert torch.allclose(gen.eps(x, t, gen.condition(y)), direct, atol=1e-5)
+    # A second call finds the finished model and trains nothing.
+    assert train_generator(TINY, SHORT, images, labels, 4, tmp_path, seed=1, flip=False, progress=False) == stats
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
+    images, labels = toy_data()
+    train_generator(TINY, SHORT, images, labels, 4, tmp_path / "whole", seed=3, flip=True, progress=False)
+
+    real_save = generator.save_checkpoint
+
+    def save_then_die(path, *args):
+        real_save(path, *args)
+        if args[5] == 20:  # the step just checkpointed: the process dies right after it
+            raise Killed
+
+    monkeypatch.setattr(generator, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train_generator(TINY, SHORT, images, labels, 4, tmp_path / "killed", seed=3, flip=True, progress=False)
+    assert (tmp_path / "killed" / "checkpoint.pt").exists() and not (tmp_path / "killed" / "generator.json").exists()
+    monkeypatch.setattr(generator, "save_checkpoint", real_save)
+
+    stats = train_generator(TINY, SHORT, images, labels, 4, tmp_path / "killed", seed=3, flip=True, progress=False)
+    assert stats["resumed_from"] == 20  # continued from the checkpoint, not from step 0
+    whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # EMA weights, bit for bit
+
+
+def test_training_is_a_function_of_the_seed(tmp_path):
+    images, labels = toy_data()
+    spec = SHORT.model_copy(update={"steps": 10})
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        train_generator(TINY, spec, images, labels, 4, tmp_path / name, seed=seed, flip=False, progress=False)
+    a, b, c = (weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    images, labels = toy_data()
+    spec = SHORT.model_copy(update={"lr": 1e12, "grad_clip": None, "warmup": 0})
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf).*train\.lr"):
+        train_generator(TINY, spec, images, labels, 4, tmp_path, seed=0, flip=False, progress=False)
+    assert not (tmp_path / "generator.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "match"),
+    [
+        (torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), "uint8"),
+        (torch.zeros(4, 1, 8, 6, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), "square"),
+        (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 2, 4]), r"labels must be in 0\.\.3"),
+    ],
+)
+def test_bad_training_data(tmp_path, images, labels, match):
+    with pytest.raises(ValueError, match=match):
+        train_generator(TINY, SHORT, images, labels, 4, tmp_path, seed=0, flip=False, progress=False)
+
+
+def test_v_prediction_model_outputs_are_returned_as_epsilon(tmp_path):
+    images, labels = toy_data()
+    spec = SHORT.model_copy(update={"steps": 2})
+    model = ModelSpec(preset="tiny", prediction="v_prediction")
+    train_generator(model, spec, images, labels, 4, tmp_path, seed=0, flip=False, progress=False)
+    gen = load_generator(tmp_path, device="cpu")
+    assert gen.prediction == "v_prediction"
+    ac = gen.alphas_cumprod.float()
+
+    class TrueV(torch.nn.Module):
+        """The exact v of a clean image x0 = 0: x_t = s * eps, so v = a * eps = (a / s) * x_t."""
+
+        def forward(self, x, t, class_labels):
+            a, s = ac[t].sqrt().view(-1, 1, 1, 1), (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
+            return SimpleNamespace(sample=a / s * x)
+
+    gen = dataclasses.replace(gen, unet=TrueV())
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
+    s = (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(gen.eps(x, t, gen.condition(torch.tensor([0, 1, 4]))), x / s, rtol=1e-4, atol=1e-4)
