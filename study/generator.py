@@ -386,6 +386,7 @@ def train_generator(
     n_params = sum(p.numel() for p in params)
     bar = tqdm(range(start, train.steps), desc="generator", disable=not progress, initial=start, total=train.steps)
     t0, recent, seen = time.perf_counter(), collections.deque(maxlen=50), 0
+    steady_t0, steady_seen = None, 0  # throughput after the first step (allocation, kernel set-up)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # leave the caller's RNG alone
         for step in bar:
             batch = draw_batch(seed, step, train, len(data), channels, resolution, dev)
@@ -419,6 +420,10 @@ def train_generator(
             ema.step(params)
             recent.append(loss_value)
             seen += train.batch_size
+            if steady_t0 is None:
+                steady_t0 = time.perf_counter()
+            else:
+                steady_seen += train.batch_size
 
             done = step + 1
             if done % train.checkpoint_every == 0 and done < train.steps:
@@ -426,7 +431,7 @@ def train_generator(
             if progress and (done % 10 == 0 or done == train.steps):
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
     bar.close()
-    seconds = time.perf_counter() - t0
+    end = time.perf_counter()
 
     # Save the EMA weights in diffusers format, then the meta file that marks the model complete.
     ema.copy_to(params)
@@ -435,8 +440,8 @@ def train_generator(
         "steps": train.steps,
         "resumed_from": start,
         "final_loss": sum(recent) / len(recent) if recent else None,  # mean of the last 50 steps
-        "images_per_s": seen / seconds if seconds > 0 else None,
-        "seconds": seconds,
+        "images_per_s": steady_seen / (end - steady_t0) if steady_seen else None,
+        "seconds": end - t0,
         "precision": precision,
         "device": str(dev),
         "parameters": n_params,
