@@ -134,12 +134,15 @@ def apply_small_stem(net: nn.Module, arch: str) -> nn.Module:
             f"classifier.stem: the first layer {first!r} of {arch!r} is {type(conv).__name__}, not a Conv2d"
         )
     _set(net, first, nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None))
-    # Max-pools in the stem: timm ResNets keep theirs beside it as `maxpool`, other families inside `stem`.
-    stem_root = first.split(".")[0]
-    for owner in (net, _get(net, stem_root)):
-        for name, child in owner.named_children():
-            if isinstance(child, nn.MaxPool2d) and (owner is not net or name == "maxpool"):
-                setattr(owner, name, nn.Identity())
+    # The stem's max-pool is the first one, if at most 3 convs (plain or deep stem) come before it; later
+    # max-pools belong to the body and stay.
+    convs = 0
+    for name, module in net.named_modules():
+        convs += isinstance(module, nn.Conv2d)
+        if isinstance(module, nn.MaxPool2d):
+            if convs <= 3:
+                _set(net, name, nn.Identity())
+            break
     return net
 
 
@@ -181,7 +184,7 @@ class ImageClassifier(nn.Module):
 
 def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, resolution: int) -> ImageClassifier:
     """A freshly initialised timm model `spec.arch` (global RNG: seed it first) with `num_classes` outputs."""
-    if spec.arch not in timm.list_models():
+    if not timm.is_model(spec.arch):
         close = timm.list_models(f"*{spec.arch.replace('-', '*')[:12]}*")[:10]
         raise ValueError(
             f"classifier.arch: {spec.arch!r} is not a timm model name (e.g. study_cnn, resnet18, resnet10t"

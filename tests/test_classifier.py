@@ -49,6 +49,16 @@ def test_small_stem_keeps_resolution(arch, resolution, channels):
     assert model.net.forward_features(x.float()).shape[-1] == -(-resolution // 8)
 
 
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "convnext_atto", "densenet121"])
+def test_small_stem_on_other_families(arch):
+    model = build_classifier(ClassifierSpec(arch=arch), num_classes=5, channels=3, resolution=32).eval()
+    first = next(m for m in model.net.modules() if isinstance(m, nn.Conv2d))
+    assert first.stride == (1, 1) and first.kernel_size == (3, 3)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.net.modules())
+    assert model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 5)
+    assert model.net.forward_features(torch.zeros(2, 3, 32, 32)).shape[-1] >= 2  # 32 px not shrunk to 1x1
+
+
 def test_stock_stem_is_kept_on_request():
     model = build_classifier(ClassifierSpec(arch="resnet18", stem="stock"), num_classes=3, channels=3, resolution=32)
     assert model.net.conv1.stride == (2, 2) and isinstance(model.net.maxpool, nn.MaxPool2d)
