@@ -20,6 +20,8 @@ from study.config import Cell, Grid, mix_label
 from study.plan import Plan
 from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json
 
+SAMPLES_META = "samples.json"  # study.sampling.META, not imported: that module needs torch
+
 COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
     "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
@@ -101,12 +103,12 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
 def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
     samples = plan.nodes[samples_key]
     gen = plan.nodes[samples.art.config["generator"]]
-    meta = _read_json(store.path(samples.art) / "meta.json") or {}
+    meta = _read_json(store.path(samples.art) / SAMPLES_META) or {}
     stats = _read_json(store.path(gen.art) / "train_stats.json") or {}
     return {
         "generator_key": gen.key,
         "samples_key": samples_key,
-        "cond_acc": meta.get("cond_acc"),
+        "cond_acc": meta.get("diagnostics", {}).get("cond_acc"),
         "gen_train_images": stats.get("train_images"),
     }
 

@@ -130,14 +130,12 @@ def _map(nodes: list[Node], ctx: Context, remote: bool, jobs: int, backend: str,
         for node in nodes:
             yield node, build_node(node, ctx, threads)
         return
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
     quiet = Context(ctx.grid, ctx.store_root, ctx.device, progress=False, force=ctx.force)
-    n_jobs = jobs if backend == "loky" else max(jobs, 1)
-    results = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
-        delayed(_build_pair)(node, quiet, threads) for node in nodes
-    )
-    yield from results
+    # parallel_config (not Parallel(backend=...)) registers joblib's dask and ray backends on first use.
+    with parallel_config(backend=backend, n_jobs=jobs):
+        yield from Parallel(return_as="generator_unordered")(delayed(_build_pair)(n, quiet, threads) for n in nodes)
 
 
 def _build_pair(node: Node, ctx: Context, threads: int | None) -> tuple[Node, Outcome]:
