@@ -151,6 +151,16 @@ def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, 
     assert (tmp_path / "killed" / "checkpoint.pt").exists() and not (tmp_path / "killed" / "generator.json").exists()
     monkeypatch.setattr(generator, "save_checkpoint", real_save)
 
+    # The model saved by a 20-step run is the EMA of the weights at step 20, not the last weights.
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    names = [name for name, _ in build_unet(TINY, 8, 1, 4).named_parameters()]
+    ema = dict(zip(names, state["ema"]["shadow_params"], strict=True))
+    spec20 = SHORT.model_copy(update={"steps": 20})
+    train_generator(TINY, spec20, images, labels, 4, tmp_path / "twenty", seed=3, flip=True, progress=False)
+    saved = weights(tmp_path / "twenty")
+    assert all(torch.equal(saved[k], ema[k]) for k in names)
+    assert not all(torch.equal(saved[k], state["unet"][k]) for k in names)
+
     stats = train_generator(TINY, SHORT, images, labels, 4, tmp_path / "killed", seed=3, flip=True, progress=False)
     assert stats["resumed_from"] == 20  # continued from the checkpoint, not from step 0
     whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
