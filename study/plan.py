@@ -199,7 +199,8 @@ def _work(plan: Plan, todo: list[Node]) -> str:
     for n in todo:
         if n.stage == "samples":
             s = grid.generators[n.arm].sample
-            per_image = s.steps * (2 if s.guidance not in (0.0, 1.0) else 1) * (2 if s.strategy == "scoremix" else 1)
+            steps = 2 * s.steps - 1 if s.sampler == "heun" else s.steps  # Heun: two evaluations but the last step
+            per_image = steps * (2 if s.guidance not in (0.0, 1.0) else 1) * (2 if s.strategy == "scoremix" else 1)
             nfe += per_image * n.volume_per_class
     clf = grid.classifier
     clf_steps = sum(1 for n in todo if n.stage in ("classifier", "reference"))
