@@ -26,8 +26,15 @@ COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
     "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
     "test_auc", "test_nll", "test_ece", "n_test", "status", "error", "seconds", "n_classes",
-    "gen_train_images", "cond_acc", "cell_key", "generator_key", "samples_key",
+    "gen_train_images", "gen_train_data", "cond_acc", "cell_key", "generator_key", "samples_key",
+    "labels", "n_pairs", "mix_a", "mix_b", "pair_distance", "source_mass", "cka",
 ]  # fmt: skip
+# Mixed sample sets (auggen, scoremix): `labels` is the policy for mixed images (real and conditional rows: none,
+# class); mix_a, mix_b the weights of a pair's classes i, j (AugGen alpha, beta as searched or set; ScoreMix
+# lambda, 1 - lambda); pair_distance the mean cosine distance of the pairs' class centroids in the base
+# classifier's space; source_mass the reference classifier's mean probability on the two sources. cka: linear CKA
+# of the generator's class embeddings and the base classifier's class centroids (every closed-set sample set).
+_SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
 
 def _read_json(path: Path) -> dict | None:
@@ -56,12 +63,13 @@ def _first_error(store: Store, plan: Plan, key: str) -> str | None:
 
 def arm_fields(grid: Grid, cell: Cell) -> dict:
     if cell.arm_kind in ("real-only", "real-extra"):
-        return {"strategy": "none", "mix": "none"}
+        return {"strategy": "none", "mix": "none", "labels": "none"}
     gen = grid.generators[cell.arm]
     strategy = gen.sample.strategy
-    if strategy != "conditional":
-        strategy += f"-{gen.sample.pairs}"
-    return {"strategy": strategy, "mix": mix_label(gen.mix or grid.classifier.mix)}
+    if gen.sample.mixing:
+        strategy += f"-{gen.sample.pair_rule}"
+    labels = gen.sample.label_policy if gen.sample.mixing else "class"
+    return {"strategy": strategy, "mix": mix_label(gen.mix or grid.classifier.mix), "labels": labels}
 
 
 def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dict | None:
@@ -105,11 +113,17 @@ def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
     gen = plan.nodes[samples.art.config["generator"]]
     meta = _read_json(store.path(samples.art) / SAMPLES_META) or {}
     stats = _read_json(store.path(gen.art) / "train_stats.json") or {}
+    diagnostics = meta.get("diagnostics", {})
+    weights = diagnostics.get("weights") or [None, None]
     return {
         "generator_key": gen.key,
         "samples_key": samples_key,
-        "cond_acc": meta.get("diagnostics", {}).get("cond_acc"),
-        "gen_train_images": stats.get("train_images"),
+        "cond_acc": diagnostics.get("cond_acc"),
+        "gen_train_images": stats.get("train_images"),  # what the generator saw (None: unknown, pretrained)
+        "gen_train_data": stats.get("train_data"),
+        "mix_a": weights[0],
+        "mix_b": weights[1],
+        **{name: diagnostics.get(name) for name in _SAMPLE_DIAGNOSTICS},
     }
 
 
@@ -127,7 +141,7 @@ def collect(plan: Plan, store: Store, n_classes: int | None = None) -> pd.DataFr
     n_classes = n_classes or known_num_classes(plan, store)
     rows = [r for c in plan.cells if (r := cell_row(plan, store, c, n_classes)) is not None]
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("n_base", "n_extra", "n_syn", "n_test", "n_classes", "gen_train_images"):
+    for col in ("n_base", "n_extra", "n_syn", "n_test", "n_classes", "gen_train_images", "n_pairs"):
         df[col] = df[col].astype("Int64")
     return df
 

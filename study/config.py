@@ -123,6 +123,11 @@ def dataset_identity(spec) -> dict:
     return d
 
 
+def dataset_label(spec) -> str:
+    """A readable name for tables and slugs: the MedMNIST flavor, else the registry name."""
+    return getattr(spec, "flavor", None) or spec.name
+
+
 # --- real and synthetic sizes ------------------------------------------------------------------------
 
 
@@ -202,32 +207,197 @@ class GeneratorTrainSpec(Strict):
 
 Strategy = Literal["conditional", "auggen", "scoremix"]
 PairRule = Literal["random", "far", "near", "far-condition", "near-condition"]
+LabelPolicy = Literal["new-class", "soft", "dominant"]
+SEARCH_RANGE = (0.1, 1.1)  # AugGen's alpha/beta grid (Rahimi et al. 2025)
+MIXING_KEYS = ("pairs", "n_pairs", "labels", "step_range")  # condition / score mixing only
+_USED_BY = {**{k: ("auggen", "scoremix") for k in MIXING_KEYS}, "weight": ("scoremix",), "alpha": ("auggen",),
+            "beta": ("auggen",), "search": ("auggen",)}  # fmt: skip
+
+
+class AugGenSearch(Strict):
+    """AugGen's alpha/beta grid search in the pair classifier's embedding space (study.pairs.search_alpha_beta)."""
+
+    step: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # grid spacing over [0.1, 1.1]; 0.1 is the paper's 11 x 11
+    pairs: PositiveInt = 4  # the first pairs of the set score every grid point
+    images: Annotated[int, Field(ge=2)] = 8  # images per pair and grid point (the same seeds at every point)
 
 
 class SampleSpec(Strict):
+    """How a generator is sampled. Mixing strategies (auggen, scoremix) sample `n_pairs` class pairs (i, j); the
+    volume stays the total: `volume_per_class` x classes synthetic images spread over the pairs (pair p gets
+    total // n_pairs images, plus one for the first total % n_pairs pairs), so a smaller volume is a prefix of
+    every pair's images and `n_syn` counts synthetic images whatever the strategy. Mixing options left at None
+    take the defaults named beside them; giving one to a strategy that does not use it is an error."""
+
     sampler: Literal["ddim", "dpmpp", "heun", "ddpm"] = "dpmpp"
     steps: PositiveInt = 20
     guidance: Annotated[float, Field(ge=0)] = 1.5  # classifier-free guidance scale; 1 = none, 0 = unconditional
     strategy: Strategy = "conditional"
-    pairs: PairRule = "random"
-    weight: Probability = 0.5  # ScoreMix lambda: lambda*eps_i + (1-lambda)*eps_j, convex only
-    alpha: Annotated[float, Field(ge=0.1, le=1.1)] | Literal["search"] | None = None  # AugGen weights
-    beta: Annotated[float, Field(ge=0.0, le=1.1)] | Literal["search"] | None = None
-    n_pairs: PositiveInt | None = None  # None: as many pairs as classes
-    labels: Literal["new-class", "soft", "dominant"] = "new-class"
-    step_range: tuple[Probability, Probability] | None = None  # fraction of the trajectory to mix over
+    pairs: PairRule | None = None  # random; far/near: class centroids of the base classifier; *-condition: the
+    # generator's class embeddings (cosine distance)
+    n_pairs: PositiveInt | None = None  # None: as many pairs as classes (at most every pair once)
+    labels: LabelPolicy | None = None  # new-class: each pair a class; soft: mixing-weighted targets; dominant
+    step_range: tuple[Probability, Probability] | None = None  # [start, end) of the trajectory to mix (0 = noise);
+    # outside it the model output is class i's alone
+    weight: Probability | None = None  # ScoreMix lambda (0.5): lambda*eps_i + (1-lambda)*eps_j, convex only
+    alpha: float | Literal["search"] | None = None  # AugGen condition alpha*E[i] + beta*E[j], in [0.1, 1.1]
+    beta: float | Literal["search"] | None = None  # in [0, 1.1] (0: class i alone); None for either: "search"
+    search: AugGenSearch | None = None  # the alpha/beta search's settings (AugGenSearch defaults)
     batch_size: PositiveInt = 256  # does not change results (per-sample seeds), not keyed
+
+    @field_validator("alpha", "beta", mode="before")
+    @classmethod
+    def _in_search_range(cls, value, info):
+        low = SEARCH_RANGE[0] if info.field_name == "alpha" else 0.0  # beta = 0 leaves class i alone
+        if value is None or value == "search":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= SEARCH_RANGE[1]:
+            raise ValueError(f"expected a number in [{low:g}, {SEARCH_RANGE[1]:g}] or 'search'")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_strategy(self):
+        for key, users in _USED_BY.items():
+            if getattr(self, key) is not None and self.strategy not in users:
+                raise ValueError(f"`{key}` is a setting of strategy {' and '.join(users)}, not {self.strategy}")
+        if self.step_range is not None and not self.step_range[0] < self.step_range[1]:
+            raise ValueError(f"step_range: expected [start, end) with start < end, got {list(self.step_range)}")
+        if self.search is not None and "search" not in (self.mix_alpha, self.mix_beta):
+            raise ValueError("`search` settings are given but neither alpha nor beta is searched")
+        return self
+
+    @property
+    def mixing(self) -> bool:
+        return self.strategy != "conditional"
+
+    @property
+    def pair_rule(self) -> PairRule:
+        return self.pairs or "random"
+
+    @property
+    def label_policy(self) -> LabelPolicy:
+        return self.labels or "new-class"
+
+    @property
+    def mix_weight(self) -> float:
+        return 0.5 if self.weight is None else self.weight
+
+    @property
+    def mix_alpha(self) -> float | Literal["search"]:
+        return "search" if self.alpha is None else self.alpha
+
+    @property
+    def mix_beta(self) -> float | Literal["search"]:
+        return "search" if self.beta is None else self.beta
+
+    @property
+    def searches(self) -> bool:
+        """AugGen's alpha or beta comes from the grid search."""
+        return self.strategy == "auggen" and "search" in (self.mix_alpha, self.mix_beta)
+
+    @property
+    def needs_classifier(self) -> bool:
+        """Pairs or the alpha/beta search read the base classifier's embedding space."""
+        return self.mixing and (self.pair_rule in ("far", "near") or self.searches)
+
+    def identity(self) -> dict:
+        """What changes the samples, defaults resolved (for keys and seeds): never `batch_size` or `labels`
+        (labels are the classifier's business), and only the settings the strategy reads."""
+        out = {"sampler": self.sampler, "steps": self.steps, "guidance": self.guidance, "strategy": self.strategy}
+        if not self.mixing:
+            return out
+        out |= {"pairs": self.pair_rule, "n_pairs": self.n_pairs, "step_range": self.step_range}
+        if self.strategy == "scoremix":
+            return out | {"weight": self.mix_weight}
+        out |= {"alpha": self.mix_alpha, "beta": self.mix_beta}
+        if self.searches:
+            out["search"] = (self.search or AugGenSearch()).model_dump(mode="json")
+        return out
+
+
+ClassRef = str | NonNegativeInt  # a class by name, or by index in the dataset's class list
+
+
+class OtherDataset(Strict):
+    """`train_on: {dataset: {...}, classes: {their class: our class}}`: the generator is trained on the training
+    split of another dataset. Only the listed classes are used (several may map onto one of ours); every class
+    of the study must receive at least one, and the images are fitted to the study's resolution and channels."""
+
+    dataset: DatasetSpec
+    classes: Annotated[dict[ClassRef, ClassRef], Field(min_length=1)]
+
+
+class ClipFilterSpec(Strict):
+    """Drop the lowest-scoring fraction of text-to-image samples by CLIP image-text similarity, per class."""
+
+    model: str  # a local directory or hub id of a transformers CLIP model (e.g. openai/clip-vit-base-patch32)
+    revision: str | None = None
+    drop: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2  # the source paper drops 20%
+
+
+UNET_OPTIONS = ("class_index", "null_class")
+TEXT2IMAGE_OPTIONS = ("prompt", "negative_prompt", "class_names", "size", "filter")
+
+
+class PretrainedSpec(Strict):
+    """`pretrained: PATH_OR_HUB_ID` or a mapping: a diffusers model used as it is (open-set). `kind: auto` reads
+    the model: a class-conditional `UNet2DModel` (a study generator directory, a pipeline with one, or a bare
+    UNet with its scheduler config) or a text-to-image `DiffusionPipeline` sampled with class prompts."""
+
+    model: Annotated[str, Field(min_length=1)]  # a local directory, else a Hugging Face hub id (org/name)
+    revision: str | None = None  # hub branch, tag or commit (pin a commit: hub ids are keyed by id + revision)
+    kind: Literal["auto", "class-unet", "text2image"] = "auto"
+    # class-conditional UNet: which row of the checkpoint's class table each study class uses
+    class_index: dict[ClassRef, NonNegativeInt] | None = None  # None: identity (the class counts must match)
+    null_class: NonNegativeInt | None = None  # the checkpoint's null class (study generators record theirs)
+    # text-to-image: image j of a class is prompted with template j mod len(prompt), `{class}` filled in
+    prompt: str | Annotated[list[str], Field(min_length=1)] = "a photo of a {class}"
+    negative_prompt: str | None = None
+    class_names: dict[ClassRef, str] = {}  # the text for `{class}`; default: the dataset's class name
+    size: PositiveInt | None = None  # generation resolution; None: the pipeline's default (then resized)
+    filter: ClipFilterSpec | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self):
+        for template in [self.prompt] if isinstance(self.prompt, str) else self.prompt:
+            if "{class}" not in template:
+                raise ValueError(f"prompt: template {template!r} has no {{class}} placeholder")
+        unet = [k for k in UNET_OPTIONS if k in self.model_fields_set]
+        text = [k for k in TEXT2IMAGE_OPTIONS if k in self.model_fields_set]
+        if unet and text:
+            raise ValueError(f"{unet} are class-unet options and {text} text2image options; a model is one kind")
+        wrong = unet if self.kind == "text2image" else text if self.kind == "class-unet" else []
+        if wrong:
+            raise ValueError(f"{wrong} do not apply to kind {self.kind!r}")
+        return self
+
+    @property
+    def templates(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
 class GeneratorSpec(Strict):
-    """One generator arm: what the generator is trained on, how, and how it is sampled."""
+    """One generator arm: what the generator is trained on, how, and how it is sampled. Closed-set: trained on
+    the base set. Open-set: trained on the whole training pool, on another dataset, or a pretrained model
+    (whose arm ignores `model` and `train`)."""
 
-    train_on: Literal["base", "pool"] = "base"  # base: closed-set; pool: the whole training pool (open-set)
-    pretrained: str | None = None  # a local path or hub id of a diffusers model (open-set)
+    train_on: Literal["base", "pool"] | OtherDataset = "base"  # base: closed-set; pool / another dataset: open-set
+    pretrained: PretrainedSpec | None = None  # a diffusers model used as it is (open-set); no training
     model: ModelSpec = ModelSpec()
     train: GeneratorTrainSpec = GeneratorTrainSpec()
     sample: SampleSpec = SampleSpec()
     mix: MixSpec | None = None  # overrides classifier.mix for this arm
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _path_alone(cls, value):
+        return {"model": value} if isinstance(value, str) else value  # `pretrained: PATH` is `{model: PATH}`
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.pretrained is not None and "train_on" in self.model_fields_set:
+            raise ValueError("give `train_on` (a generator to train) or `pretrained` (a model to use), not both")
+        return self
 
     @property
     def kind(self) -> Literal["closed", "open"]:

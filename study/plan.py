@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from study.config import SCHEMA_VERSION, Cell, Grid, dataset_identity, mix_label
+from study.config import SCHEMA_VERSION, AugGenSearch, Cell, Grid, dataset_identity, dataset_label, mix_label
 from study.keys import canonical_json
 from study.store import Artifact, Store
 
 # Settings that never change a stage's results, dropped from keys.
 _UNKEYED_TRAIN = {"checkpoint_every"}
-_UNKEYED_SAMPLE = {"batch_size"}
 _UNKEYED_CLASSIFIER = {"eval_batch_size", "mix"}  # mix is keyed per cell, only where synthetic data exists
 
 
@@ -70,20 +69,42 @@ def _base(grid: Grid, stage: str) -> dict:
     return {"schema_version": SCHEMA_VERSION, "stage": stage, "dataset": dataset_identity(grid.dataset)}
 
 
+def train_on_identity(train_on) -> str | dict:
+    """base | pool, or another dataset's identity with its class mapping ([their, our] pairs keep 0 apart
+    from "0": an index and a class name)."""
+    if isinstance(train_on, str):
+        return train_on
+    pairs = sorted(([k, v] for k, v in train_on.classes.items()), key=lambda kv: canonical_json(kv))
+    return {"dataset": dataset_identity(train_on.dataset), "classes": pairs}
+
+
 def generator_node(grid: Grid, arm: str, seed: int, base: int) -> Node:
     gen = grid.generators[arm]
+    if gen.pretrained is not None:
+        return pretrained_node(grid, arm)
     config = {
         **_base(grid, "generator"),
         "seed": seed,
-        "train_on": gen.train_on,
-        # a pool-trained generator is shared by every base size
+        "train_on": train_on_identity(gen.train_on),
+        # an open-set generator (pool, another dataset) is shared by every base size
         "base_per_class": base if gen.train_on == "base" else None,
         "flip": grid.dataset.flip,
         "model": _dump(gen.model),
         "train": _dump(gen.train, _UNKEYED_TRAIN),
     }
-    slug = f"gen-closed-base{base}-s{seed}" if gen.train_on == "base" else f"gen-{gen.train_on}-s{seed}"
+    source = gen.train_on if isinstance(gen.train_on, str) else "on-" + dataset_label(gen.train_on.dataset)
+    slug = f"gen-closed-base{base}-s{seed}" if gen.train_on == "base" else f"gen-{source}-s{seed}"
     return Node(Artifact("generator", slug, config), seed=seed, base_per_class=base, arm=arm)
+
+
+def pretrained_node(grid: Grid, arm: str) -> Node:
+    """A pretrained model, resolved (and, for a class-conditional UNet, re-saved with the study's class order)
+    once per grid: shared by every seed and base size; its sample sets are drawn per seed."""
+    from study.pretrained import slug_name, spec_identity
+
+    spec = grid.generators[arm].pretrained
+    config = {**_base(grid, "generator"), "pretrained": spec_identity(spec, f"generators.{arm}.pretrained")}
+    return Node(Artifact("generator", f"gen-pretrained-{slug_name(spec.model)}", config), arm=arm)
 
 
 def reference_node(grid: Grid) -> Node:
@@ -92,21 +113,42 @@ def reference_node(grid: Grid) -> Node:
     return Node(Artifact("reference", "reference", config))
 
 
-def samples_node(grid: Grid, arm: str, gen: Node, volume: int, reference: Node) -> Node:
+def pair_classifier_node(grid: Grid, arm: str, seed: int, base: int) -> Node | None:
+    """The real-only classifier of the seed and base whose embedding space a sample set reads: for far/near
+    pairs and AugGen's alpha/beta search, and for every closed-set generator (the alignment diagnostic, at no
+    cost: the classifier exists for the real-only cell and the sample set is per base anyway)."""
+    gen = grid.generators[arm]
+    if not (gen.sample.needs_classifier or gen.kind == "closed"):
+        return None
+    return classifier_node(grid, Cell(seed, base, "real-only", "real-only"), None)
+
+
+def samples_node(
+    grid: Grid, arm: str, gen: Node, volume: int, reference: Node, pair: Node | None = None, seed: int | None = None
+) -> Node:
     spec = grid.generators[arm].sample
     config = {
         "schema_version": SCHEMA_VERSION,
         "stage": "samples",
         "generator": gen.key,
-        "sample": _dump(spec, _UNKEYED_SAMPLE),
+        "sample": spec.identity(),
         "volume_per_class": volume,
         "reference": reference.key,  # the conditional-accuracy diagnostic is part of the artifact
     }
-    slug = f"samples-{spec.strategy}-{gen.art.slug.removeprefix('gen-')}-v{volume}"
+    if pair is not None:
+        config["classifier"] = pair.key  # the embedding space of pairs, the alpha/beta search and diagnostics
+    pairs = f"-{spec.pair_rule}" if spec.mixing else ""
+    slug = f"samples-{spec.strategy}{pairs}-{gen.art.slug.removeprefix('gen-')}-v{volume}"
+    pretrained = grid.generators[arm].pretrained
+    if pretrained is not None:  # one model serves every seed; each seed draws its own sample set
+        from study.pretrained import sampling_identity
+
+        config |= {"seed": seed, "pretrained": sampling_identity(pretrained, f"generators.{arm}.pretrained")}
+        slug += f"-s{seed}"
     return Node(
         Artifact("samples", slug, config),
-        parents=(gen.key, reference.key),
-        seed=gen.seed,
+        parents=(gen.key, reference.key) + ((pair.key,) if pair is not None else ()),
+        seed=gen.seed if pretrained is None else seed,
         base_per_class=gen.base_per_class,
         arm=arm,
         volume_per_class=volume,
@@ -131,6 +173,8 @@ def classifier_node(grid: Grid, cell: Cell, samples: Node | None) -> Node:
             "volume_per_class": cell.volume_per_class,
             "mix": mix if isinstance(mix, str) else mix.model_dump(mode="json"),
         }
+        if gen.sample.mixing:  # how mixed images are labelled is the classifier's business, not the samples'
+            config["labels"] = gen.sample.label_policy
         parents = (samples.key,)
         slug = f"{cell.arm}-base{cell.base_per_class}-vol{cell.volume_per_class}-{mix_label(mix)}-s{cell.seed}"
     return Node(
@@ -153,16 +197,22 @@ def make_plan(grid: Grid, cells: list[Cell]) -> Plan:
             plan.cell_node[cell] = plan.add(classifier_node(grid, cell, None))
         return plan
     reference = plan.nodes[plan.add(reference_node(grid))]
-    # One sample set per (generator, sampling spec), as large as the largest volume any cell asks of it.
+    # One sample set per (generator, sampling spec, pair classifier), as large as the largest volume any cell
+    # asks of it; arms that differ only in how mixed images are labelled share it.
     gens = {c: plan.nodes[plan.add(generator_node(grid, c.arm, c.seed, c.base_per_class))] for c in synthetic}
-    share = {c: (gens[c].key, canonical_json(grid.generators[c.arm].sample)) for c in synthetic}
+    pair = {c: pair_classifier_node(grid, c.arm, c.seed, c.base_per_class) for c in synthetic}
+    pair = {c: None if n is None else plan.nodes[plan.add(n)] for c, n in pair.items()}
+    share = {
+        c: (gens[c].key, canonical_json(grid.generators[c.arm].sample.identity()), pair[c] and pair[c].key, c.seed)
+        for c in synthetic
+    }
     largest = Counter()
     for c in synthetic:
         largest[share[c]] = max(largest[share[c]], c.volume_per_class)
     for cell in cells:
         samples = None
         if cell in gens:
-            node = samples_node(grid, cell.arm, gens[cell], largest[share[cell]], reference)
+            node = samples_node(grid, cell.arm, gens[cell], largest[share[cell]], reference, pair[cell], cell.seed)
             samples = plan.nodes[plan.add(node)]
         plan.cell_node[cell] = plan.add(classifier_node(grid, cell, samples))
     return plan
@@ -193,19 +243,25 @@ def _work(plan: Plan, todo: list[Node]) -> str:
     gen_images = sum(
         grid.generators[n.arm].train.steps * grid.generators[n.arm].train.batch_size
         for n in todo
-        if n.stage == "generator"
+        if n.stage == "generator" and grid.generators[n.arm].pretrained is None
     )
-    nfe = 0
+    nfe = search = 0
     for n in todo:
         if n.stage == "samples":
             s = grid.generators[n.arm].sample
             steps = 2 * s.steps - 1 if s.sampler == "heun" else s.steps  # Heun: two evaluations but the last step
-            per_image = steps * (2 if s.guidance not in (0.0, 1.0) else 1) * (2 if s.strategy == "scoremix" else 1)
+            # class (+ null with guidance), + class j for ScoreMix
+            per_image = steps * (1 + (s.guidance not in (0.0, 1.0)) + (s.strategy == "scoremix" and s.guidance != 0))
             nfe += per_image * n.volume_per_class
+            if s.searches:  # AugGen's alpha/beta grid: points x pairs x images, once per sample set
+                opts = s.search or AugGenSearch()
+                points = (int(1.0 / opts.step + 1e-9) + 1) ** ((s.mix_alpha == "search") + (s.mix_beta == "search"))
+                search += per_image * points * opts.pairs * opts.images
     clf = grid.classifier
     clf_steps = sum(1 for n in todo if n.stage in ("classifier", "reference"))
     budget = f"{clf.steps} steps x {clf.batch_size}" if clf.steps else f"{clf.epochs} epochs"
+    searching = f" (+ {search:,} for AugGen's alpha/beta search)" if search else ""
     return (
-        f"generator training {gen_images:,} images; sampling {nfe:,} network evaluations per class; "
+        f"generator training {gen_images:,} images; sampling {nfe:,} network evaluations per class{searching}; "
         f"{clf_steps} classifiers of {budget}"
     )

@@ -519,6 +519,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
             *closed_form_section(res, eq, eq_error, palette, kinds, n_classes, out),
         ]
         md += ["## Strategy comparison", *strategy_section(gains, palette, kinds, out, level)]
+        md += strategy_diagnostics(in_arm_order(done, arms), level)
         md += ["## Synthetic samples", *samples_section(res, done, palette, n_classes, out)]
         md += ["## Generator diagnostics vs downstream gain", *diagnostics_section(per_seed, palette, out, level)]
     md += ["## Per-cell results", *per_cell_table(summary, level)]
@@ -754,6 +755,35 @@ def strategy_section(gains: pd.DataFrame, palette, kinds, out: Path, level: floa
     return lines
 
 
+# Sample-set diagnostics of the strategies (study.collect): one value per sample set, shared by its volumes.
+_STRATEGY_DIAGNOSTICS = {"mix_a": "weight i", "mix_b": "weight j", "pair_distance": "pair distance",
+                         "source_mass": "source mass", "cka": "CKA"}  # fmt: skip
+
+
+def strategy_diagnostics(done: pd.DataFrame, level: float) -> list[str]:
+    """Per synthetic arm: its strategy, label policy and the mean of each sample-set diagnostic over its sample
+    sets (t intervals), when the table has them (older tables do not)."""
+    cols = [c for c in _STRATEGY_DIAGNOSTICS if c in done]
+    if not cols or "samples_key" not in done or not done[cols].notna().any().any():
+        return []
+    sets = done[done["samples_key"].notna()].drop_duplicates(["arm", "samples_key"])
+    rows = []
+    for arm, g in sets.groupby("arm", sort=False):
+        row = {"arm": arm, "strategy": g["strategy"].iloc[0], "labels": g.get("labels", pd.Series(["—"])).iloc[0],
+               "n sets": len(g)}  # fmt: skip
+        for col in cols:
+            row[_STRATEGY_DIAGNOSTICS[col]] = fmt_ci(*t_interval(g[col], level))
+        rows.append(row)
+    note = ("Sample-set diagnostics (mean over sample sets, one per base and seed; "
+            f"{level:.0%} t intervals). weight i, j: the mixing weights of a pair's classes (AugGen's alpha, beta "
+            "as searched or set; ScoreMix's lambda, 1 − lambda). pair distance: mean cosine distance of the pairs' "
+            "class centroids in the real-only classifier's space. source mass: the reference classifier's mean "
+            "probability on a mixed image's two source classes (2/K by chance). CKA: linear CKA of the generator's "
+            "class embeddings and the real-only classifier's class centroids (ScoreMix reports ≈ 0.35 for faces; "
+            "with K classes as items, small K biases it upwards).")  # fmt: skip
+    return [note, md_table(pd.DataFrame(rows))]
+
+
 def samples_section(res: Results, done: pd.DataFrame, palette, n_classes: int, out: Path) -> list[str]:
     previews = sample_previews(res, done)
     if previews.empty:
@@ -763,7 +793,7 @@ def samples_section(res: Results, done: pd.DataFrame, palette, n_classes: int, o
     seeds = ", ".join(map(str, sorted(previews["seed"].unique())))
     caption = (f"Synthetic samples from each arm's sample set (seed {seeds}; the lowest seed done), one row per class, "
                "per base size. Arms joined by '=' share one sample set (they differ only in how samples are mixed "
-               "into classifier batches).")  # fmt: skip
+               "into classifier batches or labelled).")  # fmt: skip
     return [_figure(fig, out, "samples", caption)]
 
 

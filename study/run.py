@@ -66,12 +66,14 @@ def check_inputs(plan: Plan, ctx) -> int:
     """Load the dataset and check every subset fits, so bad input fails once, up front (exit 2), instead
     of as a hundred failed cells. Returns the number of classes."""
     from study.data import DatasetError, subset_indices
+    from study.openset import check_sources
 
     try:
         ds = ctx.dataset()
         largest = max(c.base_per_class + c.extra_per_class for c in plan.cells)
         subset_indices(ds.train.labels, ds.num_classes, plan.grid.seeds[0], 0, largest, ds.key, ds.class_names)
-    except DatasetError as exc:
+        check_sources(plan.grid, ds, Path(ctx.store_root) / "dataset")  # open-set arms: mappings, offline models
+    except (DatasetError, GridError) as exc:
         raise BadInput(f"{plan.grid.name}: {exc}") from None
     return ds.num_classes
 
@@ -88,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GridError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    plan = make_plan(grid, expand(grid))
+    try:
+        plan = make_plan(grid, expand(grid))
+    except GridError as exc:  # e.g. a pretrained model's local directory that does not exist
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = Store(Path(args.results) / "store")
     results_dir = Path(args.results) / grid.name
     print(describe(plan, store))

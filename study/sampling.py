@@ -4,6 +4,9 @@
     images = sample(gen, labels, seeds, SampleSpec(sampler="dpmpp", steps=20, guidance=2.0))   # uint8
     info = build_sample_set(gen_dir, spec, volume_per_class=160, seed_root="...", out_dir=out, score=score)
     split = load_sample_set(out, volume_per_class=40)     # the first 40 of every class: a prefix
+    mixed = sample(gen, pairs, seeds, SampleSpec(strategy="scoremix", weight=0.5))   # pairs: (n, 2) classes
+    info = build_sample_set(gen_dir, SampleSpec(strategy="auggen", pairs="far"), 160, "...", out, space=space)
+    split = load_sample_set(out, 40, labels="soft")      # mixed images labelled by a policy
 
 Image i depends only on (labels[i], seeds[i], spec): its initial noise (and, for the stochastic DDPM sampler,
 its step noise) comes from its own `torch.Generator`, scheduler updates are elementwise, and the network
@@ -11,7 +14,13 @@ always runs on batches of one fixed shape (`Generator.eps`), so the batch size n
 bit. Guidance runs the conditional and the null-class
 inputs through the network in one batched forward pass. The model output at every step is a weighted sum of
 "terms" (a condition vector and a per-sample weight each); the conditional strategy uses the class and the
-null class, and condition or score mixing (AugGen, ScoreMix) only needs other terms.
+null class; AugGen mixes the class embeddings into one condition alpha*E[i] + beta*E[j]; ScoreMix adds the
+two classes' (guided) outputs lambda*eps_i + (1-lambda)*eps_j, three inputs in one pass. With lambda = 1, or
+alpha = 1 and beta = 0, both reduce to conditional sampling of class i bit for bit (tested).
+
+Mixed sample sets (study.pairs picks the pairs): `volume_per_class` x classes images spread over the pairs,
+image k of pair p seeded by (p, k), so a smaller volume is a prefix of every pair's images. Labels are given at
+load time by a policy (`new-class`, `soft`, `dominant`), so one sample set serves every policy.
 
 Cost on one core (reports/bench.md): preset `tiny` on 8x8 digits, DPM-Solver++ 10 steps with guidance
 (20 network evaluations per image), 200-350 images/s.
@@ -28,13 +37,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.config import SampleSpec
+from study.config import AugGenSearch, SampleSpec
 from study.data import Split
 from study.generator import Generator, load_generator, resolve_device
 from study.keys import derive_seed
+from study.pairs import (
+    ClassSpace,
+    cosine_distances,
+    linear_cka,
+    max_pairs,
+    pair_counts,
+    search_alpha_beta,
+    search_grid,
+    select_pairs,
+)
 from study.store import atomic_path, atomic_write_json
 
-SAMPLES = "samples.safetensors"  # images uint8 (N,C,H,W), labels int64, seeds int64; class-major order
+# images uint8 (N,C,H,W), labels, seeds, group (class or pair) and rank within it, group-major; mixed sets also
+# pairs (P, 2) and weights (P, 2): (alpha, beta) or (lambda, 1 - lambda)
+SAMPLES = "samples.safetensors"
 META = "samples.json"
 PREVIEW = "preview.png"
 
@@ -105,7 +126,7 @@ def _ddpm(config: dict, steps: int, device):
 # name -> (scheduler config, steps, device) -> a fresh scheduler with its timesteps set
 SAMPLERS: dict[str, Callable] = {"ddim": _ddim, "dpmpp": _dpmpp, "heun": _heun, "ddpm": _ddpm}
 STOCHASTIC = {"ddpm"}  # samplers that draw noise inside step(): each sample needs its own generator
-STRATEGIES = {"conditional"}  # implemented here; auggen and scoremix build other terms
+STRATEGIES = {"conditional", "auggen", "scoremix"}
 
 
 def make_scheduler(gen: Generator, spec: SampleSpec):
@@ -139,16 +160,70 @@ class Term:
     weight: torch.Tensor  # (n,) per-sample weights
 
 
-def conditional_terms(gen: Generator, labels: torch.Tensor, guidance: float) -> list[Term]:
-    """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + w * (eps_class - eps_null)."""
-    n = len(labels)
+def guided_terms(gen: Generator, cond: torch.Tensor, guidance: float) -> list[Term]:
+    """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + w * (eps(cond) - eps_null)."""
+    n = len(cond)
     ones = torch.ones(n, device=gen.device)
     if guidance == 1.0:
-        return [Term(gen.condition(labels), ones)]
+        return [Term(cond, ones)]
     null = gen.condition(torch.full((n,), gen.null_class))
     if guidance == 0.0:
         return [Term(null, ones)]
-    return [Term(gen.condition(labels), guidance * ones), Term(null, (1.0 - guidance) * ones)]
+    return [Term(cond, guidance * ones), Term(null, (1.0 - guidance) * ones)]
+
+
+def conditional_terms(gen: Generator, labels: torch.Tensor, guidance: float) -> list[Term]:
+    return guided_terms(gen, gen.condition(labels), guidance)
+
+
+def auggen_terms(gen: Generator, pairs: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, guidance: float):
+    """AugGen (Rahimi et al. 2025): the condition alpha*E[i] + beta*E[j], a mix of the learned class embeddings
+    (the UNet adds its condition vector to the time embedding, so this equals mixing one-hot conditions)."""
+    a, b = (torch.as_tensor(v, dtype=gen.table.dtype, device=gen.table.device).view(-1, 1) for v in (alpha, beta))
+    return guided_terms(gen, a * gen.condition(pairs[:, 0]) + b * gen.condition(pairs[:, 1]), guidance)
+
+
+def scoremix_terms(gen: Generator, pairs: torch.Tensor, weight: float, guidance: float) -> list[Term]:
+    """ScoreMix (Rahimi & Marcel 2026): lambda*eps_i + (1-lambda)*eps_j of the two guided outputs
+    eps_c = eps_null + w (eps(c) - eps_null), i.e. terms (E[i], w lambda), (E[j], w (1-lambda)), (null, 1-w):
+    one batched pass of three inputs (two without guidance)."""
+    n = len(pairs)
+    ones = torch.ones(n, device=gen.device)
+    if guidance == 0.0:
+        return [Term(gen.condition(torch.full((n,), gen.null_class)), ones)]
+    mixed = [
+        Term(gen.condition(pairs[:, 0]), guidance * weight * ones),
+        Term(gen.condition(pairs[:, 1]), guidance * (1.0 - weight) * ones),
+    ]
+    if guidance == 1.0:
+        return mixed
+    return [*mixed, Term(gen.condition(torch.full((n,), gen.null_class)), (1.0 - guidance) * ones)]
+
+
+def strategy_terms(
+    gen: Generator, labels: torch.Tensor, spec: SampleSpec, alpha=None, beta=None
+) -> tuple[list[Term], list[Term] | None]:
+    """The terms of a batch under `spec.strategy`, and the plain class-i terms used outside `spec.step_range`
+    (None: mix at every step). `labels` is (n,) classes, or (n, 2) pairs (i, j) for the mixing strategies;
+    AugGen's `alpha`/`beta` (per sample) override the spec's (the alpha/beta search)."""
+    if spec.strategy == "conditional":
+        return conditional_terms(gen, labels, spec.guidance), None
+    plain = None if spec.step_range is None else conditional_terms(gen, labels[:, 0], spec.guidance)
+    if spec.strategy == "scoremix":
+        return scoremix_terms(gen, labels, spec.mix_weight, spec.guidance), plain
+    alpha = spec.mix_alpha if alpha is None else alpha
+    beta = spec.mix_beta if beta is None else beta
+    if isinstance(alpha, str) or isinstance(beta, str):
+        raise ValueError(
+            "sample.alpha/beta: 'search' is resolved by build_sample_set (study.pairs.search_alpha_beta); "
+            "sample() needs numbers"
+        )
+    return auggen_terms(gen, labels, alpha, beta, spec.guidance), plain
+
+
+def mixes_at(step: int, steps: int, step_range: tuple[float, float] | None) -> bool:
+    """Whether sampler step `step` of `steps` (0 = the noisiest) lies in [start, end) of the trajectory."""
+    return step_range is None or step_range[0] <= step / steps < step_range[1]
 
 
 def combined_eps(gen: Generator, x: torch.Tensor, t: torch.Tensor, terms: list[Term]) -> torch.Tensor:
@@ -159,9 +234,12 @@ def combined_eps(gen: Generator, x: torch.Tensor, t: torch.Tensor, terms: list[T
 
 
 def nfe_per_image(gen: Generator, spec: SampleSpec) -> int:
-    """Network evaluations per image (a guided step costs two: class and null)."""
-    per_step = 1 if spec.guidance in (0.0, 1.0) else 2
-    return len(make_scheduler(gen, spec).timesteps) * per_step
+    """Network evaluations per image: a guided step costs two (class and null), a guided ScoreMix step three
+    (class i, class j, null); steps outside `step_range` cost what plain conditional sampling does."""
+    plain = 1 if spec.guidance in (0.0, 1.0) else 2
+    mixed = plain + (spec.strategy == "scoremix" and spec.guidance != 0.0)
+    steps = len(make_scheduler(gen, spec).timesteps)
+    return sum(mixed if mixes_at(k, steps, spec.step_range) else plain for k in range(steps))
 
 
 # --- the sampling loop ---------------------------------------------------------------------------------
@@ -178,14 +256,19 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_batch(gen: Generator, terms: list[Term], seeds: Sequence[int], spec: SampleSpec) -> torch.Tensor:
-    """Run the sampler for one batch and return float images in [-1, 1] (unclamped)."""
+def sample_batch(
+    gen: Generator, terms: list[Term], seeds: Sequence[int], spec: SampleSpec, plain: list[Term] | None = None
+) -> torch.Tensor:
+    """Run the sampler for one batch and return float images in [-1, 1] (unclamped). `plain` terms, when
+    given, replace `terms` at the steps outside `spec.step_range`."""
     scheduler = make_scheduler(gen, spec)
     noise, gens = initial_noise(seeds, (gen.channels, gen.resolution, gen.resolution))
     x = noise.to(gen.device) * scheduler.init_noise_sigma
     step_kwargs = {"generator": gens} if spec.sampler in STOCHASTIC else {}
-    for t in scheduler.timesteps:
-        eps = combined_eps(gen, scheduler.scale_model_input(x, t), t, terms)
+    steps = len(scheduler.timesteps)
+    for k, t in enumerate(scheduler.timesteps):
+        active = terms if plain is None or mixes_at(k, steps, spec.step_range) else plain
+        eps = combined_eps(gen, scheduler.scale_model_input(x, t), t, active)
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
     if not torch.isfinite(x).all():
         raise FloatingPointError(
@@ -203,25 +286,35 @@ def sample(
     device: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
+    alpha: Sequence[float] | None = None,
+    beta: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """uint8 (n, C, H, W) images of the given classes; image i depends only on (labels[i], seeds[i], spec)."""
+    """uint8 (n, C, H, W) images; image i depends only on (labels[i], seeds[i], spec). `labels` holds classes
+    (n,) for conditional sampling and class pairs (n, 2) for auggen and scoremix; per-sample AugGen weights
+    `alpha`, `beta` override the spec's."""
     from tqdm.auto import tqdm
 
     check_spec(spec)
     if device != "auto" and resolve_device(device) != gen.device:
         raise ValueError(f"device: the generator is on {gen.device}, sampling was asked on {device}")
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    shape = "(n, 2) class pairs" if spec.mixing else "(n,) classes"
+    if labels.ndim != (2 if spec.mixing else 1) or (spec.mixing and labels.shape[1] != 2):
+        raise ValueError(f"labels: strategy {spec.strategy} samples {shape}, got shape {tuple(labels.shape)}")
     if len(labels) != len(seeds):
         raise ValueError(f"need one seed per label, got {len(labels)} labels and {len(seeds)} seeds")
-    if len(labels) and (labels.min() < 0 or labels.max() >= gen.num_classes):
+    if labels.numel() and (labels.min() < 0 or labels.max() >= gen.num_classes):
         raise ValueError(f"labels must be in 0..{gen.num_classes - 1}")
     if batch_size < 1:
         raise ValueError(f"sample.batch_size: must be at least 1, got {batch_size}")
+    weights = {k: None if v is None else torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in
+               (("alpha", alpha), ("beta", beta))}  # fmt: skip
     out = torch.empty((len(labels), gen.channels, gen.resolution, gen.resolution), dtype=torch.uint8)
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
         part = slice(start, start + batch_size)
-        terms = conditional_terms(gen, labels[part], spec.guidance)
-        out[part] = to_uint8(sample_batch(gen, terms, seeds[part], spec))
+        mix = {k: None if v is None else v[part] for k, v in weights.items()}
+        terms, plain = strategy_terms(gen, labels[part], spec, **mix)
+        out[part] = to_uint8(sample_batch(gen, terms, seeds[part], spec, plain))
     return out
 
 
@@ -233,6 +326,64 @@ def sample_seeds(seed_root: str, num_classes: int, volume_per_class: int) -> lis
     return [derive_seed(seed_root, c, j) for c in range(num_classes) for j in range(volume_per_class)]
 
 
+def set_layout(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image n of a sample set is number rank[n] of group group[n] (a class, or a pair of classes); groups in
+    order. Its seed is derive_seed(seed_root, group, rank), whatever the volume (the prefix property)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    group = np.repeat(np.arange(len(counts)), counts)
+    rank = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return group, rank
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """The pairs of a mixed sample set and their mixing weights: (alpha, beta) or (lambda, 1 - lambda)."""
+
+    pairs: np.ndarray  # (P, 2) classes (i, j)
+    weights: tuple[float, float]
+    info: dict  # diagnostics: pairs, their distance, the alpha/beta search
+
+
+def plan_mixing(gen: Generator, spec: SampleSpec, seed_root: str, space: ClassSpace | None, progress: bool) -> Mixing:
+    """Select the pairs (study.pairs) and resolve the mixing weights, running AugGen's search if asked."""
+    k = gen.num_classes
+    rule = spec.pair_rule
+    if space is None and spec.needs_classifier:
+        need = f"pairs {rule!r}" if rule in ("far", "near") else "the alpha/beta search"
+        raise ValueError(f"sample: {need} needs the base classifier's embedding space (space=ClassSpace)")
+    n_pairs = spec.n_pairs or min(k, max_pairs(k))
+    distances = None
+    if rule in ("far", "near"):
+        distances = cosine_distances(space.centroids)
+    elif rule in ("far-condition", "near-condition"):
+        distances = cosine_distances(gen.table[:k].double().cpu().numpy())
+    pairs = select_pairs(rule, k, n_pairs, derive_seed(seed_root, "pairs"), distances)
+    info: dict = {"n_pairs": len(pairs), "pairs": pairs.tolist()}
+    if space is not None:  # how far apart the chosen sources are, in the classifier's space (far > near)
+        info["pair_distance"] = float(cosine_distances(space.centroids)[pairs[:, 0], pairs[:, 1]].mean())
+    if spec.strategy == "scoremix":
+        return Mixing(pairs, (spec.mix_weight, 1.0 - spec.mix_weight), info)
+    alpha, beta = spec.mix_alpha, spec.mix_beta
+    if spec.searches:
+        search = spec.search or AugGenSearch()
+        used = pairs[: search.pairs]
+        grid = search_grid(search.step)
+
+        def draw(a, b, pair_index, image_index):
+            seeds = [
+                derive_seed(seed_root, "search", int(p), int(i)) for p, i in zip(pair_index, image_index, strict=True)
+            ]
+            return sample(gen, used[pair_index], seeds, spec, batch_size=spec.batch_size, progress=progress,
+                          alpha=a, beta=b)  # fmt: skip
+
+        start = time.perf_counter()
+        alphas = grid if alpha == "search" else [alpha]
+        found = search_alpha_beta(draw, space, used, alphas, grid if beta == "search" else [beta], search.images)
+        info["search"] = found | {"seconds": time.perf_counter() - start}
+        alpha, beta = found["alpha"], found["beta"]
+    return Mixing(pairs, (float(alpha), float(beta)), info)
+
+
 def build_sample_set(
     gen_dir: Path,
     spec: SampleSpec,
@@ -242,8 +393,14 @@ def build_sample_set(
     score: Callable[[torch.Tensor], np.ndarray] | None = None,
     device: str = "auto",
     progress: bool = True,
+    space: ClassSpace | None = None,
+    fit: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
-    """Sample `volume_per_class` images of every class into `out_dir`; record conditional accuracy."""
+    """Sample `volume_per_class` x classes images into `out_dir`: that many of every class (conditional), or
+    spread over the class pairs (auggen, scoremix; `SampleSpec`). `score` (a reference classifier's
+    probabilities) gives the conditional accuracy, or for mixed sets the probability on the two sources;
+    `space` (the base classifier's embedding space) serves far/near pairs, the alpha/beta search and the
+    alignment diagnostic (linear CKA of the generator's class embeddings and the class centroids)."""
     from safetensors.torch import save_file
 
     check_spec(spec)
@@ -252,28 +409,51 @@ def build_sample_set(
     out_dir = Path(out_dir)
     gen = load_generator(gen_dir, device)
     k = gen.num_classes
-    labels = torch.arange(k).repeat_interleave(volume_per_class)
-    seeds = sample_seeds(seed_root, k, volume_per_class)
+    info: dict = {}
+    if space is not None:
+        info["cka"] = linear_cka(gen.table[:k].double().cpu().numpy(), space.centroids)
+    mixing = plan_mixing(gen, spec, seed_root, space, progress) if spec.mixing else None
+    counts = pair_counts(volume_per_class * k, len(mixing.pairs)) if mixing else np.full(k, volume_per_class)
+    group, rank = set_layout(counts)
+    seeds = [derive_seed(seed_root, int(g), int(r)) for g, r in zip(group, rank, strict=True)]
+    asked = torch.as_tensor(mixing.pairs[group] if mixing else group)
+    weights = {}
+    if mixing and spec.strategy == "auggen":
+        weights = {"alpha": np.full(len(group), mixing.weights[0]), "beta": np.full(len(group), mixing.weights[1])}
 
     start = time.perf_counter()
-    images = sample(gen, labels, seeds, spec, batch_size=spec.batch_size, progress=progress)
+    images = sample(gen, asked, seeds, spec, batch_size=spec.batch_size, progress=progress, **weights)
     seconds = time.perf_counter() - start
+    if fit is not None:  # a pretrained generator of another size or channel count: the study's images
+        images = fit(images)
 
+    tensors = {"images": images, "seeds": torch.tensor(seeds, dtype=torch.int64), "group": torch.as_tensor(group),
+               "rank": torch.as_tensor(rank)}  # fmt: skip
+    if mixing:
+        table = torch.tensor([mixing.weights] * len(mixing.pairs), dtype=torch.float64)
+        tensors |= {"pairs": torch.as_tensor(mixing.pairs), "weights": table}
+        tensors["labels"] = _mixed_labels(tensors, torch.as_tensor(group), k, "dominant")[0]
+    else:
+        tensors["labels"] = asked.clone()  # safetensors refuses tensors that share memory (asked is group)
     with atomic_path(out_dir / SAMPLES) as tmp:
-        save_file({"images": images, "labels": labels, "seeds": torch.tensor(seeds, dtype=torch.int64)}, str(tmp))
-    save_preview(images, k, volume_per_class, out_dir / PREVIEW)
-    info = {
-        "n": len(labels),
+        save_file(tensors, str(tmp))
+    save_preview(images, group, out_dir / PREVIEW)
+    info |= {
+        "n": len(group),
         "num_classes": k,
         "volume_per_class": volume_per_class,
+        "strategy": spec.strategy,
         "nfe_per_image": nfe_per_image(gen, spec),
         "seconds": seconds,
-        "images_per_s": len(labels) / seconds if seconds > 0 else None,
+        "images_per_s": len(group) / seconds if seconds > 0 else None,
         "pixel_mean": images.float().mean().item() / 255.0,
         "pixel_std": images.float().std().item() / 255.0,
     }
+    if mixing:
+        info |= mixing.info | {"weights": list(mixing.weights)}
     if score is not None:
-        info |= conditional_accuracy(score(images), labels)
+        probs = score(images)
+        info |= source_probability(probs, asked) if mixing else conditional_accuracy(probs, asked)
     meta = {
         "sample": spec.model_dump(mode="json"),
         "generator_dir": Path(gen_dir).name,
@@ -297,13 +477,31 @@ def conditional_accuracy(probs: np.ndarray, labels: torch.Tensor) -> dict:
     return {"cond_acc": float(hit.mean()), "cond_acc_per_class": per_class}
 
 
-def save_preview(images: torch.Tensor, num_classes: int, volume_per_class: int, path: Path, cols: int = 16) -> None:
-    """A PNG grid, one row per class (its first `cols` images), upscaled so 8 px digits stay visible."""
+def source_probability(probs: np.ndarray, pairs: torch.Tensor) -> dict:
+    """For mixed samples: the reference classifier's mean probability on the two source classes
+    (`source_mass`; 2/K by chance) and the share whose top class is one of them (`source_acc`)."""
+    probs = np.asarray(probs)
+    i, j = pairs[:, 0].numpy(), pairs[:, 1].numpy()
+    if probs.ndim != 2 or len(probs) != len(i):
+        raise ValueError(f"score() must return (n, classes) probabilities for {len(i)} images, got {probs.shape}")
+    rows = np.arange(len(i))
+    top = probs.argmax(1)
+    return {
+        "source_mass": float((probs[rows, i] + probs[rows, j]).mean()),
+        "source_acc": float(((top == i) | (top == j)).mean()),
+        "first_source_mass": float(probs[rows, i].mean()),
+    }
+
+
+def save_preview(images: torch.Tensor, group: np.ndarray, path: Path, cols: int = 16) -> None:
+    """A PNG grid, one row per class or pair (its first `cols` images), upscaled so 8 px digits stay visible."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    cols = min(cols, volume_per_class)
-    rows = images.view(num_classes, volume_per_class, *images.shape[1:])[:, :cols].reshape(-1, *images.shape[1:])
+    group = np.asarray(group)
+    groups = np.unique(group)
+    cols = min(cols, min(int((group == g).sum()) for g in groups))
+    rows = torch.cat([images[np.flatnonzero(group == g)[:cols]] for g in groups])
     scale = max(1, 32 // images.shape[-1])
     rows = rows.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
     grid = make_grid(rows, nrow=cols, padding=2, pad_value=255)
@@ -312,8 +510,31 @@ def save_preview(images: torch.Tensor, num_classes: int, volume_per_class: int, 
         Image.fromarray(array[..., 0] if images.shape[1] == 1 else array).save(tmp, format="PNG")
 
 
-def load_sample_set(out_dir: Path, volume_per_class: int) -> Split:
-    """The first `volume_per_class` images of every class of a sample set (a smaller set is a prefix)."""
+def _mixed_labels(
+    data: dict, group: torch.Tensor, num_classes: int, policy: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels (and soft targets) of mixed images of pairs `group` under a label policy: `new-class` makes pair p
+    class num_classes + p; `soft` puts the normalised weights w_i / (w_i + w_j), w_j / (w_i + w_j) on the two
+    sources (labels: the dominant one); `dominant` the source with the larger weight (class i at a tie)."""
+    pairs, weights = data["pairs"][group], data["weights"][group]
+    share_i = (weights[:, 0] / weights.sum(1)).float()
+    dominant = torch.where(share_i >= 0.5, pairs[:, 0], pairs[:, 1])
+    if policy == "new-class":
+        return num_classes + group, None
+    if policy == "dominant":
+        return dominant, None
+    if policy != "soft":
+        raise ValueError(f"sample.labels: unknown policy {policy!r}; expected new-class, soft or dominant")
+    soft = torch.zeros(len(group), num_classes)
+    rows = torch.arange(len(group))
+    soft[rows, pairs[:, 0]] += share_i
+    soft[rows, pairs[:, 1]] += 1.0 - share_i
+    return dominant, soft
+
+
+def load_sample_set(out_dir: Path, volume_per_class: int, labels: str = "new-class") -> Split:
+    """The sample set as it would be with `volume_per_class` (a prefix of every class's, or pair's, images),
+    labelled by the policy `labels` when its images mix two classes (conditional sets keep their classes)."""
     from safetensors.torch import load_file
 
     out_dir = Path(out_dir)
@@ -322,5 +543,14 @@ def load_sample_set(out_dir: Path, volume_per_class: int) -> Split:
     if volume_per_class > have:
         raise ValueError(f"volume_per_class: {volume_per_class} asked for, the sample set at {out_dir} has {have}")
     data = load_file(str(out_dir / SAMPLES))
-    idx = (torch.arange(k).view(-1, 1) * have + torch.arange(volume_per_class)).reshape(-1)
-    return Split(data["images"][idx], data["labels"][idx])
+    mixed = "pairs" in data
+    counts = pair_counts(volume_per_class * k, len(data["pairs"])) if mixed else np.full(k, volume_per_class)
+    if "rank" in data:
+        group, rank = data["group"], data["rank"]
+    else:  # sets written before groups were stored: class-major, `have` images per class
+        group, rank = (torch.as_tensor(v) for v in set_layout(np.full(k, have)))
+    keep = rank < torch.as_tensor(counts)[group]
+    if not mixed:
+        return Split(data["images"][keep], data["labels"][keep])
+    y, soft = _mixed_labels(data, group[keep], k, labels)
+    return Split(data["images"][keep], y, soft)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from study.config import Grid
+from study.config import Grid, dataset_label
 from study.data import Dataset, Split, load_dataset, subset_indices
 from study.keys import derive_seed, key_of
 from study.plan import Node
@@ -92,11 +92,18 @@ def build_reference(node: Node, ctx: Context, out: Path) -> dict:
 
 
 def build_generator(node: Node, ctx: Context, out: Path) -> dict:
-    from study.generator import train_generator
-
     ds = ctx.dataset()
     spec = ctx.grid.generators[node.arm]
-    data = real_subset(ds, node.seed, node.base_per_class) if spec.train_on == "base" else ds.train
+    if spec.pretrained is not None:  # used as it is: resolved and recorded (a class-conditional UNet re-saved)
+        from study.pretrained import prepare_pretrained
+
+        return {"pretrained": prepare_pretrained(spec.pretrained, ds, out, f"generators.{node.arm}")}
+    from study.generator import train_generator
+    from study.openset import eval_duplicates, generator_data
+
+    # Training splits only (generator_data checks): the base, the whole pool, or another dataset's mapped classes.
+    cache, name = Path(ctx.store_root) / "dataset", dataset_label(ctx.grid.dataset)
+    data = generator_data(ds, spec.train_on, node.seed, node.base_per_class, cache, name)
     flip = ds.flip if spec.train.flip is None else spec.train.flip
     stats = train_generator(
         spec.model,
@@ -110,14 +117,22 @@ def build_generator(node: Node, ctx: Context, out: Path) -> dict:
         device=ctx.device,
         progress=ctx.progress,
     )
-    atomic_write_json(out / "train_stats.json", {**stats, "train_images": len(data), "train_on": spec.train_on})
+    seen = {
+        "train_images": len(data),
+        "train_on": data.train_on,
+        "train_data": data.describe(),
+        "eval_duplicates": eval_duplicates(data.images, ds),  # byte-identical to a study test/val image
+    }
+    atomic_write_json(out / "train_stats.json", {**stats, **seen})
     return {"train": stats}
 
 
 def sample_seed_root(node: Node) -> str:
     """Per-sample seeds hang off the generator and the sampling spec, not the volume: a smaller set is a
-    prefix of a bigger one."""
-    return key_of({"generator": node.art.config["generator"], "sample": node.art.config["sample"]})
+    prefix of a bigger one. A pretrained model serves every seed, so its sample sets add the seed."""
+    config = node.art.config
+    seed = {"seed": config["seed"]} if "seed" in config else {}
+    return key_of({"generator": config["generator"], "sample": config["sample"], **seed})
 
 
 def build_samples(node: Node, ctx: Context, out: Path) -> dict:
@@ -133,7 +148,27 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
     def score(images: torch.Tensor):
         return predict_proba(reference, images, ds_classes, device=ctx.device)
 
-    spec = ctx.grid.generators[node.arm].sample
+    arm = ctx.grid.generators[node.arm]
+    fit = None
+    if arm.pretrained is not None:
+        from study.openset import fit_images
+        from study.pretrained import build_text2image_samples, check_guidance, pretrained_kind
+
+        ds = ctx.dataset()
+        where = f"generators.{node.arm}"
+        if pretrained_kind(gen_dir) == "text2image":
+            info = build_text2image_samples(
+                gen_dir, arm.pretrained, arm.sample, ds.class_names, config["volume_per_class"],
+                sample_seed_root(node), out, channels=ds.channels, resolution=ds.resolution, score=score,
+                device=ctx.device, progress=ctx.progress, where=where,
+            )  # fmt: skip
+            return {"sampling": info}
+        check_guidance(gen_dir, arm.sample, where)
+
+        def fit(images: torch.Tensor) -> torch.Tensor:  # a UNet of another size or channel count
+            return fit_images(images, ds.channels, ds.resolution)
+
+    spec = arm.sample
     info = build_sample_set(
         gen_dir,
         spec,
@@ -143,12 +178,35 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
         score=score,
         device=ctx.device,
         progress=ctx.progress,
+        space=pair_space(node, ctx) if "classifier" in config else None,
+        fit=fit,
     )
     return {"sampling": info}
 
 
+def pair_space(node: Node, ctx: Context):
+    """The embedding space of the real-only classifier a sample set depends on: its penultimate features and
+    the class centroids of the real images it was trained on (study.pairs)."""
+    from study.classifier import WEIGHTS, features, load_classifier
+    from study.pairs import class_space
+
+    clf_dir = _parent_dir(ctx.store, node, "classifier")
+    if not (clf_dir / WEIGHTS).exists():
+        raise ParentFailed(
+            f"the real-only classifier {clf_dir.name} has no saved weights (computed by an older version); "
+            "rerun with --force to recompute it"
+        )
+    clf = load_classifier(clf_dir, device=ctx.device)
+    trained_on = json.loads((clf_dir / "config.json").read_text())
+    ds = ctx.dataset()
+    real = real_subset(ds, trained_on["seed"], trained_on["real_per_class"])
+    return class_space(
+        lambda images: features(clf, images, device=ctx.device), real.images, real.labels, ds.num_classes
+    )
+
+
 def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
-    from study.classifier import evaluate, train_classifier
+    from study.classifier import evaluate, save_classifier, train_classifier
     from study.sampling import load_sample_set
 
     ds = ctx.dataset()
@@ -156,7 +214,8 @@ def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
     real = real_subset(ds, node.seed, node.real_per_class)
     synthetic, mix = None, "uniform"
     if "samples" in config:
-        synthetic = load_sample_set(_parent_dir(ctx.store, node, "samples"), config["volume_per_class"])
+        samples_dir = _parent_dir(ctx.store, node, "samples")
+        synthetic = load_sample_set(samples_dir, config["volume_per_class"], config.get("labels", "new-class"))
         gen = ctx.grid.generators[node.arm]
         mix = gen.mix or ctx.grid.classifier.mix
     model, stats = train_classifier(
@@ -171,6 +230,8 @@ def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
         device=ctx.device,
         progress=ctx.progress,
     )
+    if synthetic is None:  # a real-only classifier: its embedding space serves pair selection (pair_space)
+        save_classifier(model, ctx.grid.classifier, ds.num_classes, ds.channels, ds.resolution, out)
     metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
     atomic_write_json(
         out / METRICS,

@@ -164,8 +164,8 @@ def test_bad_settings_name_the_key(gen):
     with pytest.raises(GridError, match=r"generators\.closed\.sample\.sampler") as err:
         validate_grid(grid)
     assert "generators.closed.sample.guidance" in str(err.value)
-    with pytest.raises(ValueError, match=r"sample\.strategy: 'scoremix' is not supported"):
-        sample(gen, torch.tensor([0]), [0], SampleSpec(strategy="scoremix"))
+    with pytest.raises(ValueError, match=r"labels: strategy scoremix samples \(n, 2\) class pairs"):
+        sample(gen, torch.tensor([0]), [0], SampleSpec(strategy="scoremix"))  # mixing strategies take pairs
     with pytest.raises(ValueError, match=r"sample\.sampler: unknown sampler 'euler'"):
         sample(gen, torch.tensor([0]), [0], SampleSpec.model_construct(**{**FAST.model_dump(), "sampler": "euler"}))
     with pytest.raises(ValueError, match="one seed per label"):

@@ -1,0 +1,203 @@
+"""What a generator is trained on: the base set (closed-set), the whole training pool or another dataset's
+training split (open-set), and never a test or validation image.
+
+    data = generator_data(ds, spec.train_on, seed=0, base_per_class=20)   # TrainingData
+    data.images, data.labels, data.sources       # uint8 (N,C,H,W) at the study's size; where every image came from
+    images = fit_images(images, channels=1, resolution=28)    # another dataset's images, fitted to the study's
+
+Every image a generator sees is a row of some dataset's `train` split, recorded as (dataset, split, indices);
+`generator_data` refuses anything else. Another dataset comes with a class mapping onto the study's classes
+(`{their class: our class}`); classes it leaves out are not used, and a study class nobody maps onto is an
+error naming it. Its images are converted to the study's channels (ITU-R 601 luma for RGB to grey, repeats for
+grey to RGB) and resized like the study's own data (antialiased bilinear).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from study.config import GridError, OtherDataset, dataset_label
+from study.data import Dataset, DatasetError, load_dataset, resize, subset_indices
+
+TRAIN = "train"
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, what PIL's convert("L") uses
+
+
+class OpenSetError(GridError):
+    """An open-set training source cannot be used: the message names the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Rows `indices` of one dataset's `split`: what the generator saw of it."""
+
+    dataset: str  # a readable name (the medmnist flavor, or the registry name)
+    key: str  # the dataset's identity key (study.data.dataset_key)
+    split: str
+    indices: np.ndarray
+
+    def describe(self) -> str:
+        return f"{self.dataset}:{self.split}[{len(self.indices)}]"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    images: torch.Tensor  # uint8 (N, C, H, W) at the study's channels and resolution
+    labels: torch.Tensor  # int64 (N,): the study's classes
+    sources: tuple[Source, ...]
+    train_on: str  # base | pool | dataset
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def describe(self) -> str:
+        return " + ".join(s.describe() for s in self.sources)
+
+
+def generator_data(
+    ds: Dataset,
+    train_on,
+    seed: int,
+    base_per_class: int | None,
+    cache_dir: str | Path | None = None,
+    name: str | None = None,
+) -> TrainingData:
+    """The images a generator arm trains on (`train_on` of a GeneratorSpec), from training splits only (checked).
+    `name` labels the study's dataset in the recorded sources (default: its registry name)."""
+    name = name or ds.name
+    if train_on == "base":
+        if base_per_class is None:
+            raise ValueError("a closed-set generator needs its base size")
+        idx = subset_indices(ds.train.labels, ds.num_classes, seed, 0, base_per_class, ds.key, ds.class_names)
+        data = _rows(ds, TRAIN, idx, name, "base")
+    elif train_on == "pool":
+        data = _rows(ds, TRAIN, np.arange(len(ds.train)), name, "pool")
+    elif isinstance(train_on, OtherDataset):
+        data = other_dataset_data(ds, train_on, cache_dir)
+    else:
+        raise ValueError(f"train_on: expected base, pool or {{dataset: ..., classes: ...}}, got {train_on!r}")
+    check_train_only(data)
+    return data
+
+
+def _rows(ds: Dataset, split: str, idx: np.ndarray, name: str, train_on: str) -> TrainingData:
+    part = getattr(ds, split)
+    sub = part.subset(idx)
+    return TrainingData(sub.images, sub.labels, (Source(name, ds.key, split, np.asarray(idx)),), train_on)
+
+
+def check_train_only(data: TrainingData) -> None:
+    """The guarantee of this module: a generator never sees a test or validation image."""
+    bad = [s.describe() for s in data.sources if s.split != TRAIN]
+    if bad:
+        raise RuntimeError(f"generator training data includes non-training splits {bad}; only `train` is allowed")
+    if sum(len(s.indices) for s in data.sources) != len(data):
+        raise RuntimeError("generator training data: images and recorded source rows disagree")
+
+
+def other_dataset_data(ds: Dataset, spec: OtherDataset, cache_dir: str | Path | None = None) -> TrainingData:
+    """Another dataset's training images of the mapped classes, relabelled and fitted to the study's images."""
+    other = load_dataset(spec.dataset, cache_dir=cache_dir)
+    table = map_classes(other.class_names, ds.class_names, spec.classes, dataset_label(spec.dataset))
+    theirs = other.train.labels.numpy()
+    idx = np.flatnonzero(table[theirs] >= 0)
+    labels = torch.from_numpy(table[theirs[idx]])
+    empty = [ds.class_names[c] for c in range(ds.num_classes) if not (labels == c).any()]
+    if empty:
+        raise OpenSetError(
+            f"train_on.classes: the classes mapped onto {empty} have no training images in {dataset_label(spec.dataset)}"
+        )
+    images = fit_images(other.train.images[torch.from_numpy(idx)], ds.channels, ds.resolution)
+    source = Source(dataset_label(spec.dataset), other.key, TRAIN, idx)
+    return TrainingData(images, labels, (source,), "dataset")
+
+
+def map_classes(
+    theirs: Sequence[str], ours: Sequence[str], mapping: Mapping[str | int, str | int], other: str
+) -> np.ndarray:
+    """Their class index -> our class index (-1 where unused). Classes are named or indexed; a study class that
+    no class maps onto is an error naming it, as are unknown names and indices out of range."""
+    table = np.full(len(theirs), -1, dtype=np.int64)
+    for their_ref, our_ref in mapping.items():
+        t = _class_index(their_ref, theirs, f"train_on.classes: {other} class")
+        o = _class_index(our_ref, ours, f"train_on.classes.{their_ref}: study class")
+        if table[t] >= 0 and table[t] != o:
+            raise OpenSetError(f"train_on.classes: {other} class {theirs[t]!r} is mapped twice (by name and index)")
+        table[t] = o
+    unmapped = [ours[c] for c in range(len(ours)) if c not in table]
+    if unmapped:
+        raise OpenSetError(
+            f"train_on.classes: no {other} class maps onto the study classes {unmapped}; the generator could not "
+            f"make them. Map at least one {other} class onto each ({{their class: our class}}; {other} classes: "
+            f"{list(theirs)[:20]})"
+        )
+    return table
+
+
+def _class_index(ref: str | int, names: Sequence[str], what: str) -> int:
+    if isinstance(ref, int):
+        if ref >= len(names):
+            raise OpenSetError(f"{what} index {ref} is out of range (0..{len(names) - 1})")
+        return ref
+    if ref not in names:
+        raise OpenSetError(f"{what} {ref!r} does not exist; expected one of {list(names)[:20]}")
+    return list(names).index(ref)
+
+
+def fit_images(images: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images converted to `channels` (1 or 3) and resized (centre-cropped to a square first)
+    to `resolution`, as the study's own data is."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[1] == 3 and channels == 1:
+        luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+        images = (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    elif images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    h, w = images.shape[-2:]
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        images = images[..., top : top + s, left : left + s]
+    return images if images.shape[-1] == resolution else resize(images, resolution)
+
+
+def eval_duplicates(images: torch.Tensor, ds: Dataset) -> int:
+    """How many generator training images are byte-identical to a test or validation image of the study. Not an
+    error (official datasets hold a few exact duplicates across splits), a number to report beside the results."""
+    held_out = {_digest(x) for split in (ds.test, ds.val) if split is not None for x in split.images}
+    return sum(_digest(x) in held_out for x in images)
+
+
+def _digest(image: torch.Tensor) -> bytes:
+    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def check_sources(grid, ds: Dataset, cache_dir: str | Path | None = None) -> None:
+    """Up-front checks of every open-set arm, before anything is computed: another dataset loads and its class
+    mapping covers the study's classes; offline, a pretrained hub id (and its CLIP filter) is in the local cache
+    (local paths are checked when the plan is made)."""
+    from study.pretrained import fetch, offline
+
+    for arm, gen in grid.generators.items():
+        where = f"generators.{arm}"
+        if isinstance(gen.train_on, OtherDataset):
+            label = dataset_label(gen.train_on.dataset)
+            try:
+                other = load_dataset(gen.train_on.dataset, cache_dir=cache_dir)
+                map_classes(other.class_names, ds.class_names, gen.train_on.classes, label)
+            except OpenSetError as exc:
+                raise OpenSetError(f"{where}.{exc}") from None
+            except DatasetError as exc:
+                raise OpenSetError(f"{where}.train_on.dataset: {exc}") from None
+        if gen.pretrained is not None and offline():
+            spec = gen.pretrained
+            fetch(spec.model, spec.revision, f"{where}.pretrained.model", pipeline=spec.kind != "class-unet")
+            if spec.filter is not None:
+                fetch(spec.filter.model, spec.filter.revision, f"{where}.pretrained.filter.model")
