@@ -1,6 +1,10 @@
 """Runner benchmark: the quickstart from an empty cache, a fully cached rerun, and compute reuse.
 
-    python -m study.bench runner [--grid grids/quickstart.yaml] [--jobs 1]
+    python -m study.bench runner [--grid grids/quickstart.yaml] [--jobs 1] [--results DIR]
+
+With `--results DIR` (empty or absent) the timed run's results are kept there, so the same run can feed
+`python -m study.report` (the committed reports/quickstart/ is made that way); by default a temporary
+directory is used and removed.
 
 Figures (reports/bench.json, section "runner"): `quickstart_s` (wall time from an empty store, dataset
 decode included), `cached_rerun_s` (the same command again: plan, check, rewrite the table),
@@ -44,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.bench runner", description=__doc__.split("\n")[0])
     p.add_argument("--grid", default="grids/quickstart.yaml")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--results", type=Path, help="keep the run's results here (must be empty or absent)")
     args = p.parse_args(argv)
+    if args.results is not None and args.results.exists() and any(args.results.iterdir()):
+        print(f"error: --results {args.results} is not empty: the cold run needs an empty cache", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
-        results = Path(tmp) / "results"
+        results = args.results or Path(tmp) / "results"
         cold = timed_run(args.grid, results, args.jobs)
         warm = timed_run(args.grid, results, args.jobs)
     ratio, naive, trained = reuse_ratio(args.grid)
