@@ -547,12 +547,16 @@ def _phi(chi2: float, df: int) -> float:
 # --- joint model -------------------------------------------------------------------------------------
 
 
+def _no_joint_fit(n_cells: int, reason: str) -> dict:
+    return {"beta": np.nan, "beta_lo": np.nan, "beta_hi": np.nan, "a": np.nan, "b": np.nan, "dispersion": np.nan,
+            "n_cells": n_cells, "reason": reason}  # fmt: skip
+
+
 def fit_joint(n_real, n_syn, y, m, level: float) -> dict:
     """Profile likelihood over beta in logit p = a + b log(n_real + beta n_syn), with a likelihood-ratio interval."""
     n_real, n_syn, y, m = (np.asarray(v, float) for v in (n_real, n_syn, y, m))
     syn = n_syn > 0
-    out = {"beta": np.nan, "beta_lo": np.nan, "beta_hi": np.nan, "a": np.nan, "b": np.nan,
-           "dispersion": np.nan, "n_cells": len(y), "reason": ""}  # fmt: skip
+    out = _no_joint_fit(len(y), "")
     if not syn.any() or len(np.unique(n_real[~syn])) < 2 or len(y) <= 3:
         out["reason"] = "needs done synthetic cells and real cells at >= 2 sizes"
         return out
@@ -602,12 +606,18 @@ def fit_joint(n_real, n_syn, y, m, level: float) -> dict:
             inner = s
         return -np.inf if direction < 0 else np.inf
 
-    s_lo, s_hi = end(-1), end(+1)
     deviance(s_hat)  # leave the fitted (a, b) at the optimum
+    if state["res"].params[1] <= 0:  # accuracy does not rise with n: no amount of real data matches a gain
+        out["reason"] = "the fitted real learning curve does not rise with n (b <= 0): beta is not identifiable"
+        return out
+    s_lo, s_hi = end(-1), end(+1)
+    deviance(s_hat)
     out.update(beta=np.exp(s_hat) - r, beta_lo=np.exp(s_lo) - r, beta_hi=np.exp(s_hi) - r, dispersion=phi,
                a=float(state["res"].params[0]), b=float(state["res"].params[1]))  # fmt: skip
     if np.isinf(s_hi):
         out["reason"] = f"upper end beyond beta = {BETA_MAX:g}: reported as inf"
+        if s_hat >= s_max - 1e-3:  # the likelihood still rises at the edge: no finite estimate
+            out["beta"] = np.inf
     if np.isinf(s_lo):
         out["reason"] = f"lower end at the edge beta = {-r:.4g}, where some cell's effective size reaches 0"
     return out
@@ -892,7 +902,13 @@ def _joint_rows(g: _Group, arms: pd.DataFrame, by_base: bool) -> tuple[list[dict
         subsets = [(None, mine), *(mine.groupby("base_per_class") if by_base else [])]
         for base, subset in subsets:
             cells = pd.concat([g.real_measurements, subset])
-            res = fit_joint(cells["n_real"], cells["n_syn"], cells["correct"], cells["n_test"], g.level)
+            if g.curve is not None and not g.curve.increasing:
+                # The same real cells as the per-cell analysis: where real data does not help, beta means nothing.
+                res = _no_joint_fit(
+                    len(cells), "the real learning curve does not rise with n: beta is not identifiable"
+                )
+            else:
+                res = fit_joint(cells["n_real"], cells["n_syn"], cells["correct"], cells["n_test"], g.level)
             row = {**arm.to_dict(), "n_seeds": subset["seed"].nunique(), **res}
             (fits if base is None else per_base).append(row if base is None else {**row, "base_per_class": base})
     return fits, per_base

@@ -321,9 +321,11 @@ def exchange_rate(
                       transform=ax_k.transAxes, color="#555555")  # fmt: skip
         for ax in (ax_b, ax_k):
             _log_axis(ax, "x", [*bases, x_all])
+            ax.set_xlim(bases[0] / 1.5, x_all * 1.5)  # positive limits even when nothing is drawn
             ax.set_xticklabels([*(f"{b:g}" for b in bases), "all"])
             ax.set_xlabel("base images per class")
-        _log_axis(ax_k, "y")
+        if any_gain:  # a log axis needs positive data
+            _log_axis(ax_k, "y")
         ax_b.set_title("exchange rate β")
         ax_k.set_title("synthetic per real k (where β > 0)")
         handles = [Line2D([], [], color=palette[a], marker=KIND_MARKER.get(kinds.get(a, ""), "o"), ms=4,

@@ -635,6 +635,9 @@ def rate_section(eq, eq_error, palette, kinds, out: Path, level: float) -> list[
         lines.append(_figure(fig, out, "rate", caption))
         lines += ["Per arm and base size (the joint model fitted on the real cells and this arm's cells at that base):",
                   md_table(_by_base_table(by_base, list(palette)))]  # fmt: skip
+    elif len(by_base):
+        reasons = "; ".join(sorted(set(by_base["reason"].fillna("")) - {""})) or "see the table below"
+        lines.append(f"β is not estimable at any base size ({reasons}), so there is no exchange-rate figure.")
     lines += ["Per synthetic cell, seeds pooled (n_eff: the real training-set size with the same accuracy on the "
               f"fitted real curve; β with its delta-method {level:.0%} interval and, beside it, the bootstrap "
               "percentile interval):", md_table(_per_volume_table(eq.equivalence, list(palette)))]  # fmt: skip

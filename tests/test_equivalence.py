@@ -332,3 +332,16 @@ def test_command_line_prints_tables_and_exits_2_on_bad_input(tmp_path, capsys):
 def test_never_imports_torch():
     code = "import sys, study.equivalence, study.simulate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_flat_real_curve_makes_beta_not_estimable_not_huge():
+    # PneumoniaMNIST-like: test accuracy does not rise with the real training-set size (here it sinks a little),
+    # and synthetic images change nothing. The profile likelihood would run beta to its upper edge.
+    cells = simulate_cells([GAIN], seed=3)
+    n_real = cells["n_base"] + cells["n_extra"]
+    cells["test_acc"] = np.round((0.9 - 0.01 * np.log(n_real)) * cells["n_test"]) / cells["n_test"]
+    eq = analyse(cells, n_boot=0)
+    for table in (eq.fit, eq.fit_by_base):
+        assert (table["verdict"] == "not estimable").all(), table[["arm", "beta", "verdict"]]
+        assert not np.isfinite(table["beta"]).any()
+        assert table["reason"].str.contains("does not rise").all()

@@ -336,3 +336,16 @@ def test_no_done_cells_still_writes_a_report(tmp_path):
     results = write_results(tmp_path / "results", cells, missing=3)
     md = report.write_report(report.locate(results), tmp_path / "out", n_boot=0).read_text()
     assert "No cell is done yet" in md and "## Failed cells" in md and "Incomplete grid" in md
+
+
+def test_a_flat_real_curve_is_reported_as_not_estimable(tmp_path):
+    # Test accuracy that does not rise with real data (as on PneumoniaMNIST's shifted test split): no beta, and
+    # the report says why instead of failing on an empty log-scale panel.
+    cells = simulated_cells(fail_rate=0.0)
+    n_real = cells["n_base"] + cells["n_extra"]
+    cells["test_acc"] = np.round((0.9 - 0.01 * np.log(n_real)) * cells["n_test"]) / cells["n_test"]
+    results = write_results(tmp_path / "results", cells)
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=0).read_text()
+    assert md.count("**not estimable**: the real learning curve does not rise") == 3
+    assert "β is not estimable at any base size (the real learning curve does not rise" in md
+    assert not (tmp_path / "out" / report.FIGURES["rate"]).exists()
