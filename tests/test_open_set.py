@@ -496,6 +496,7 @@ def test_class_unet_mapping_and_guidance_errors(tmp_path):
         check_guidance(tmp_path, SampleSpec(guidance=2.0), "generators.u")
 
 
-def test_example_grid_parses():
-    grid = load_grid(Path(__file__).resolve().parent.parent / "grids" / "cifar.yaml")
+@pytest.mark.parametrize("name", ["cifar.yaml", "openset.yaml"])
+def test_example_grids_have_closed_and_open_arms(name):
+    grid = load_grid(Path(__file__).resolve().parent.parent / "grids" / name)
     assert {gen.kind for gen in grid.generators.values()} == {"closed", "open"}
