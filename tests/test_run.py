@@ -62,8 +62,8 @@ def finished(tmp_path_factory):
 def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert run([str(REPO / "grids" / "quickstart.yaml"), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "grid quickstart: 126 cells" in out
-    assert "generator        9 needed,     0 cached,     9 to compute" in out
+    assert "grid quickstart: 162 cells" in out
+    assert "generator       12 needed,     0 cached,    12 to compute" in out
     assert not (tmp_path / "quickstart").exists()  # computes nothing
 
 
