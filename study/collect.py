@@ -10,7 +10,6 @@ Never imports torch.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from filelock import FileLock
 
 from study.config import Cell, Grid, mix_label
 from study.plan import Plan
-from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json
+from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json, read_json
 
 SAMPLES_META = "samples.json"  # study.sampling.META, not imported: that module needs torch
 
@@ -35,13 +34,6 @@ COLUMNS = [
 # classifier's space; source_mass the reference classifier's mean probability on the two sources. cka: linear CKA
 # of the generator's class embeddings and the base classifier's class centroids (every closed-set sample set).
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _first_error(store: Store, plan: Plan, key: str) -> str | None:
@@ -76,7 +68,7 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
     grid = plan.grid
     node = plan.nodes[plan.cell_node[cell]]
     d = store.path(node.art)
-    metrics = _read_json(d / "metrics.json") if (d / DONE).exists() else None
+    metrics = read_json(d / "metrics.json") if (d / DONE).exists() else None
     error = None if metrics else _first_error(store, plan, node.key)
     if metrics is None and error is None:
         return None  # not attempted yet
@@ -111,8 +103,8 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
 def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
     samples = plan.nodes[samples_key]
     gen = plan.nodes[samples.art.config["generator"]]
-    meta = _read_json(store.path(samples.art) / SAMPLES_META) or {}
-    stats = _read_json(store.path(gen.art) / "train_stats.json") or {}
+    meta = read_json(store.path(samples.art) / SAMPLES_META) or {}
+    stats = read_json(store.path(gen.art) / "train_stats.json") or {}
     diagnostics = meta.get("diagnostics", {})
     weights = diagnostics.get("weights") or [None, None]
     return {
@@ -131,7 +123,7 @@ def known_num_classes(plan: Plan, store: Store) -> int | None:
     """The class count from any finished classifier or reference (None when nothing is done yet)."""
     for node in plan.nodes.values():
         if node.stage in ("classifier", "reference"):
-            metrics = _read_json(store.path(node.art) / "metrics.json")
+            metrics = read_json(store.path(node.art) / "metrics.json")
             if metrics and "num_classes" in metrics:
                 return metrics["num_classes"]
     return None

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from study.config import TEXT2IMAGE_OPTIONS, UNET_OPTIONS, ClipFilterSpec, GridError, PretrainedSpec, SampleSpec
-from study.store import atomic_write_bytes, atomic_write_json
+from study.store import atomic_write_bytes, atomic_write_json, read_json
 
 PRETRAINED_META = "pretrained.json"  # in the generator artifact: what was resolved, and to where
 TRAIN_STATS = "train_stats.json"
@@ -198,7 +198,7 @@ def detect_kind(path: Path, where: str) -> str:
     """class-unet or text2image, from the files diffusers saved (or a study generator's generator.json)."""
     if (path / "generator.json").exists():
         return "class-unet"
-    index = _read_json(path / "model_index.json")
+    index = read_json(path / "model_index.json", PretrainedError)
     if index is not None:
         unet = index.get("unet", [None, None])[1]
         if unet == "UNet2DModel" and "text_encoder" not in index:
@@ -209,7 +209,7 @@ def detect_kind(path: Path, where: str) -> str:
             f"{where}: {path} is a {index.get('_class_name')} pipeline without a text encoder or a UNet2DModel; "
             f"expected a class-conditional UNet2DModel or a text-to-image pipeline"
         )
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json", PretrainedError)
     if config is not None and config.get("_class_name") == "UNet2DModel":
         return "class-unet"
     raise PretrainedError(
@@ -218,18 +218,9 @@ def detect_kind(path: Path, where: str) -> str:
     )
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise PretrainedError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _unet_parts(path: Path, where: str) -> tuple[Path, Path, dict | None]:
     """The UNet directory, the scheduler config directory and a study generator's meta (None otherwise)."""
-    meta = _read_json(path / "generator.json")
+    meta = read_json(path / "generator.json", PretrainedError)
     if meta is not None or (path / "model_index.json").exists():
         unet, scheduler = path / "unet", path / "scheduler"
     else:
@@ -279,7 +270,7 @@ def prepare_pretrained(spec: PretrainedSpec, ds, out: Path, where: str) -> dict:
 
 def _seen_by(path: Path) -> dict:
     """What a study-trained generator saw (its artifact's train_stats.json); unknown for other models."""
-    return _read_json(path / TRAIN_STATS) or {}
+    return read_json(path / TRAIN_STATS, PretrainedError) or {}
 
 
 def check_class_names(spec: PretrainedSpec, class_names: Sequence[str], where: str) -> None:
@@ -390,7 +381,7 @@ def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str)
 
 def check_guidance(gen_dir: Path, sample: SampleSpec, where: str) -> None:
     """A class-unet without a null class cannot do classifier-free guidance (or unconditional sampling)."""
-    meta = _read_json(Path(gen_dir) / PRETRAINED_META) or {}
+    meta = read_json(Path(gen_dir) / PRETRAINED_META, PretrainedError) or {}
     if meta.get("kind") == "class-unet" and not meta.get("has_null") and sample.guidance != 1.0:
         raise PretrainedError(
             f"{where}.sample.guidance: {sample.guidance} needs a null class, and {meta.get('model')!r} has none; "
@@ -399,7 +390,7 @@ def check_guidance(gen_dir: Path, sample: SampleSpec, where: str) -> None:
 
 
 def pretrained_kind(gen_dir: Path) -> str | None:
-    return (_read_json(Path(gen_dir) / PRETRAINED_META) or {}).get("kind")
+    return (read_json(Path(gen_dir) / PRETRAINED_META, PretrainedError) or {}).get("kind")
 
 
 # --- text-to-image sample sets -------------------------------------------------------------------------------
@@ -483,7 +474,7 @@ def build_text2image_samples(
             f"{where}.sample.strategy: text-to-image pipelines are sampled with class prompts (conditional), "
             f"not {sample.strategy!r}"
         )
-    meta = _read_json(Path(gen_dir) / PRETRAINED_META)
+    meta = read_json(Path(gen_dir) / PRETRAINED_META, PretrainedError)
     if meta is None or meta.get("kind") != "text2image":
         raise PretrainedError(f"{gen_dir}: no text-to-image model recorded in {PRETRAINED_META}")
     dev = resolve_device(device)

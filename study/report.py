@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import sys
 import warnings
@@ -30,7 +29,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from study import equivalence, plots
 from study.config import GridError, deep_merge, load_grid
-from study.store import atomic_write_text
+from study.store import atomic_write_text, read_json
 
 # The range each metric lives in: t intervals are clipped to it.
 RANGES = {"test_acc": (0, 1), "test_bacc": (0, 1), "test_auc": (0, 1), "test_nll": (0, np.inf), "test_ece": (0, 1)}
@@ -93,7 +92,7 @@ def locate(target: str | Path, results_root: str | Path = "results", smoke: bool
         hint = f"python -m study.run {target}" if name else "python -m study.run GRID.yaml"
         raise ReportError(f"{csv}: no results table (expected cells.csv; run `{hint}` first)")
     cells = read_cells(csv)
-    plan = _read_json(results_dir / "plan.json")
+    plan = read_json(results_dir / "plan.json", ReportError)
     name = name or (plan or {}).get("name") or results_dir.name
     return Results(name, results_dir, cells, plan, _find_store(results_dir, plan), _is_smoke(plan))
 
@@ -110,15 +109,6 @@ def read_cells(csv: Path) -> pd.DataFrame:
     for col in ("extra_per_class", "volume_per_class"):
         df[col] = df[col].fillna(0).astype(int)
     return df
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _find_store(results_dir: Path, plan: dict | None) -> Path | None:
@@ -367,7 +357,7 @@ def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     out["reference"] = set()
     for key in out["samples"]:
         d = find_artifact(store, "samples", key)
-        config = _read_json(d / "config.json") if d else None
+        config = read_json(d / "config.json", ReportError) if d else None
         if config and config.get("reference"):
             out["reference"].add(config["reference"])
     return out
@@ -383,10 +373,10 @@ def provenance_section(res: Results) -> list[str]:
         seconds, found, devices = 0.0, 0, set()
         for key in sorted(refs[stage]):
             d = find_artifact(res.store, stage, key)
-            done = _read_json(d / "done.json") if d else None
+            done = read_json(d / "done.json", ReportError) if d else None
             if done is None:
                 continue
-            prov = _read_json(d / "provenance.json") or {}
+            prov = read_json(d / "provenance.json", ReportError) or {}
             found += 1
             seconds += float(done.get("seconds") or 0.0)
             devices.add(str(prov.get("device", "?")))

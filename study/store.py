@@ -70,6 +70,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_json(path: str | os.PathLike, error: type[Exception] | None = None) -> Any:
+    """The JSON in `path`, or None when the file does not exist. Invalid JSON raises `error` naming the file,
+    or gives None when `error` is None (a reader that treats a damaged file as absent)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        if error is None:
+            return None
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
