@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -316,6 +317,18 @@ class SampleSpec(Strict):
 
 
 ClassRef = str | NonNegativeInt  # a class by name, or by index in the dataset's class list
+
+
+def class_index(ref: str | int, names: Sequence[str], what: str, error: type[Exception] | None = None) -> int:
+    """The index in `names` of a class given by name or index; `what` names the grid key in the error."""
+    error = error or GridError
+    if isinstance(ref, int):
+        if not 0 <= ref < len(names):
+            raise error(f"{what} index {ref} is out of range (0..{len(names) - 1})")
+        return ref
+    if ref not in names:
+        raise error(f"{what} {ref!r} does not exist; expected one of {list(names)[:20]}")
+    return list(names).index(ref)
 
 
 class OtherDataset(Strict):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.config import GridError, OtherDataset, dataset_label
+from study.config import GridError, OtherDataset, class_index, dataset_label
 from study.data import Dataset, DatasetError, load_dataset, resize, subset_indices
 
 TRAIN = "train"
@@ -125,8 +125,8 @@ def map_classes(
     no class maps onto is an error naming it, as are unknown names and indices out of range."""
     table = np.full(len(theirs), -1, dtype=np.int64)
     for their_ref, our_ref in mapping.items():
-        t = _class_index(their_ref, theirs, f"train_on.classes: {other} class")
-        o = _class_index(our_ref, ours, f"train_on.classes.{their_ref}: study class")
+        t = class_index(their_ref, theirs, f"train_on.classes: {other} class", OpenSetError)
+        o = class_index(our_ref, ours, f"train_on.classes.{their_ref}: study class", OpenSetError)
         if table[t] >= 0 and table[t] != o:
             raise OpenSetError(f"train_on.classes: {other} class {theirs[t]!r} is mapped twice (by name and index)")
         table[t] = o
@@ -138,16 +138,6 @@ def map_classes(
             f"{list(theirs)[:20]})"
         )
     return table
-
-
-def _class_index(ref: str | int, names: Sequence[str], what: str) -> int:
-    if isinstance(ref, int):
-        if ref >= len(names):
-            raise OpenSetError(f"{what} index {ref} is out of range (0..{len(names) - 1})")
-        return ref
-    if ref not in names:
-        raise OpenSetError(f"{what} {ref!r} does not exist; expected one of {list(names)[:20]}")
-    return list(names).index(ref)
 
 
 def fit_images(images: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:

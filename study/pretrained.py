@@ -38,7 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from study.config import TEXT2IMAGE_OPTIONS, UNET_OPTIONS, ClipFilterSpec, GridError, PretrainedSpec, SampleSpec
+from study.config import (
+    TEXT2IMAGE_OPTIONS,
+    UNET_OPTIONS,
+    ClipFilterSpec,
+    GridError,
+    PretrainedSpec,
+    SampleSpec,
+    class_index,
+)
 from study.store import atomic_write_bytes, atomic_write_json, read_json
 
 PRETRAINED_META = "pretrained.json"  # in the generator artifact: what was resolved, and to where
@@ -275,17 +283,7 @@ def _seen_by(path: Path) -> dict:
 
 def check_class_names(spec: PretrainedSpec, class_names: Sequence[str], where: str) -> None:
     for ref in spec.class_names:
-        _study_class(ref, class_names, f"{where}.pretrained.class_names")
-
-
-def _study_class(ref: str | int, class_names: Sequence[str], where: str) -> int:
-    if isinstance(ref, int):
-        if ref >= len(class_names):
-            raise PretrainedError(f"{where}: class index {ref} is out of range (0..{len(class_names) - 1})")
-        return ref
-    if ref not in class_names:
-        raise PretrainedError(f"{where}: {ref!r} is not a class of the dataset; classes: {list(class_names)[:20]}")
-    return list(class_names).index(ref)
+        class_index(ref, class_names, f"{where}.pretrained.class_names: class", PretrainedError)
 
 
 def class_rows(spec: PretrainedSpec, rows: int, null: int | None, class_names: Sequence[str], where: str) -> list[int]:
@@ -302,7 +300,7 @@ def class_rows(spec: PretrainedSpec, rows: int, null: int | None, class_names: S
         return list(range(k))
     index: dict[int, int] = {}
     for ref, row in spec.class_index.items():
-        c = _study_class(ref, class_names, f"{where}.pretrained.class_index")
+        c = class_index(ref, class_names, f"{where}.pretrained.class_index: study class", PretrainedError)
         if row >= rows or row == null:
             raise PretrainedError(
                 f"{where}.pretrained.class_index.{ref}: row {row} is {'the null class' if row == null else 'out of range'}"
@@ -398,7 +396,10 @@ def pretrained_kind(gen_dir: Path) -> str | None:
 
 def prompts_for(spec: PretrainedSpec, class_names: Sequence[str], candidates: int) -> list[str]:
     """Class-major prompts: image j of class c uses template j mod len(templates) with the class text filled in."""
-    text = {_study_class(ref, class_names, "pretrained.class_names"): t for ref, t in spec.class_names.items()}
+    text = {
+        class_index(ref, class_names, "pretrained.class_names: class", PretrainedError): t
+        for ref, t in spec.class_names.items()
+    }
     templates = spec.templates
     return [
         templates[j % len(templates)].replace("{class}", text.get(c, name))
