@@ -32,3 +32,54 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory):
     """Decoded-dataset cache in a temp dir, so tests never read or write the user's ~/.cache."""
     os.environ["STUDY_CACHE"] = str(tmp_path_factory.mktemp("study-cache"))
+
+
+# --- digits, a tiny generator trained on its 20-per-class base, and a reference judge (shared by modules) ----
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from study.config import DigitsData
+    from study.data import load_dataset
+
+    return load_dataset(DigitsData(name="digits"))
+
+
+@pytest.fixture(scope="session")
+def base(digits):
+    """The seed-0 base of 20 images per class."""
+    from study.data import subset_indices
+
+    idx = subset_indices(digits.train.labels, 10, seed=0, start=0, count=20, dataset_key=digits.key)
+    return digits.train.subset(idx)
+
+
+@pytest.fixture(scope="session")
+def gen_dir(tmp_path_factory, base):
+    """A tiny class-conditional generator trained on `base` (~10 s)."""
+    from study.config import GeneratorTrainSpec, ModelSpec
+    from study.generator import train_generator
+
+    out = tmp_path_factory.mktemp("generator")
+    spec = GeneratorTrainSpec(steps=200, batch_size=64, lr=1e-3, warmup=20)
+    train_generator(
+        ModelSpec(preset="tiny"), spec, base.images, base.labels, 10, out, seed=0, flip=False, progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def gen(gen_dir):
+    from study.generator import load_generator
+
+    return load_generator(gen_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference(digits):
+    """A logistic regression on the whole real pool: judges whose class a sample looks like."""
+    from sklearn.linear_model import LogisticRegression
+
+    pool = digits.train
+    clf = LogisticRegression(max_iter=2000).fit(pool.images.reshape(len(pool), -1).numpy() / 255.0, pool.labels)
+    return lambda images: clf.predict_proba(images.reshape(len(images), -1).numpy() / 255.0)

@@ -16,15 +16,10 @@ from study.classifier import (
     save_classifier,
     train_classifier,
 )
-from study.config import ClassifierSpec, DigitsData, FractionMix
-from study.data import Split, load_dataset, subset_indices
+from study.config import ClassifierSpec, FractionMix
+from study.data import Split, subset_indices
 
 FAST = ClassifierSpec(arch="study_cnn", width=8, steps=30, batch_size=32, optimizer="adamw", lr=0.003)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(DigitsData(name="digits"))
 
 
 def _base(ds, per_class: int, seed: int = 0) -> Split:

@@ -12,9 +12,7 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from study.config import DigitsData, GeneratorTrainSpec, GridError, ModelSpec, SampleSpec, validate_grid
-from study.data import load_dataset, subset_indices
-from study.generator import load_generator, train_generator
+from study.config import GridError, SampleSpec, validate_grid
 from study.sampling import (
     SAMPLERS,
     build_sample_set,
@@ -26,38 +24,6 @@ from study.sampling import (
 )
 
 FAST = SampleSpec(sampler="dpmpp", steps=8, guidance=2.0)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(DigitsData(name="digits"))
-
-
-@pytest.fixture(scope="module")
-def gen_dir(tmp_path_factory, digits):
-    idx = subset_indices(digits.train.labels, 10, seed=0, start=0, count=20, dataset_key=digits.key)
-    base = digits.train.subset(idx)
-    out = tmp_path_factory.mktemp("generator")
-    spec = GeneratorTrainSpec(steps=200, batch_size=64, lr=1e-3, warmup=20)
-    train_generator(
-        ModelSpec(preset="tiny"), spec, base.images, base.labels, 10, out, seed=0, flip=False, progress=False
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def gen(gen_dir):
-    return load_generator(gen_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def reference(digits):
-    """A classifier trained on the whole real pool: the conditional-accuracy judge."""
-    from sklearn.linear_model import LogisticRegression
-
-    pool = digits.train
-    clf = LogisticRegression(max_iter=2000).fit(pool.images.reshape(len(pool), -1).numpy() / 255.0, pool.labels)
-    return lambda images: clf.predict_proba(images.reshape(len(images), -1).numpy() / 255.0)
 
 
 def test_conditioning_is_wired(gen):

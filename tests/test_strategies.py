@@ -18,16 +18,11 @@ from study.classifier import evaluate, features, train_classifier
 from study.config import (
     Cell,
     ClassifierSpec,
-    DigitsData,
-    GeneratorTrainSpec,
     GridError,
-    ModelSpec,
     SampleSpec,
     expand,
     validate_grid,
 )
-from study.data import load_dataset, subset_indices
-from study.generator import load_generator, train_generator
 from study.keys import derive_seed
 from study.pairs import (
     class_space,
@@ -48,47 +43,11 @@ SEEDS = [100 + i for i in range(len(PAIRS))]
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset(DigitsData(name="digits"))
-
-
-@pytest.fixture(scope="module")
-def base(digits):
-    idx = subset_indices(digits.train.labels, 10, seed=0, start=0, count=20, dataset_key=digits.key)
-    return digits.train.subset(idx)
-
-
-@pytest.fixture(scope="module")
-def gen_dir(tmp_path_factory, base):
-    out = tmp_path_factory.mktemp("generator")
-    spec = GeneratorTrainSpec(steps=150, batch_size=64, lr=2e-3, warmup=20)
-    train_generator(
-        ModelSpec(preset="tiny"), spec, base.images, base.labels, 10, out, seed=0, flip=False, progress=False
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def gen(gen_dir):
-    return load_generator(gen_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def space(base):
     """The base classifier's embedding space (what far/near pairs and the alpha/beta search read)."""
     spec = ClassifierSpec(arch="study_cnn", width=8, steps=60, batch_size=64, optimizer="adamw", lr=0.003)
     model, _ = train_classifier(spec, base, 10, seed=0, flip=False, device="cpu")
     return class_space(lambda x: features(model, x, device="cpu"), base.images, base.labels, 10)
-
-
-@pytest.fixture(scope="module")
-def reference(digits):
-    """A logistic regression on the whole real pool: judges what the mixed samples look like."""
-    from sklearn.linear_model import LogisticRegression
-
-    pool = digits.train
-    clf = LogisticRegression(max_iter=2000).fit(pool.images.reshape(len(pool), -1).numpy() / 255.0, pool.labels)
-    return lambda images: clf.predict_proba(images.reshape(len(images), -1).numpy() / 255.0)
 
 
 def spec(**kw) -> SampleSpec:
