@@ -40,6 +40,7 @@ from study.metrics import classification_metrics
 from study.store import atomic_path, atomic_write_json
 
 SMALL_STEM_MAX_PX = 64  # inputs up to this size get the small stem under `stem: auto`
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused SGD and AdamW kernels
 
 
 class TrainingError(RuntimeError):
@@ -355,12 +356,14 @@ def _schedule(spec: ClassifierSpec, optimizer: torch.optim.Optimizer, steps: int
         pct = min(spec.warmup / steps, 0.9) if spec.warmup else 0.3
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=steps, pct_start=pct)
 
-    def cosine(step: int) -> float:  # linear warmup, then cosine decay to zero at the last step
+    def factor(step: int) -> float:  # linear warmup, then cosine decay to zero at the last step or two drops
         if step < spec.warmup:
             return (step + 1) / spec.warmup
+        if spec.schedule == "multistep":  # MedMNIST v2's MultiStepLR: x0.1 at half and at three quarters
+            return 0.1 ** ((step >= steps // 2) + (step >= steps * 3 // 4))
         return 0.5 * (1 + math.cos(math.pi * (step - spec.warmup) / max(1, steps - spec.warmup)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class _Selection:
@@ -432,8 +435,11 @@ def train_classifier(
         model = build_classifier(spec, num_outputs, real.images.shape[1], real.images.shape[-1])
         model.set_normalization(real.images)
         model = model.to(dev, memory_format=torch.channels_last)
-        # timm's "sgd" is Nesterov momentum; norm and bias parameters get no weight decay.
-        optimizer = create_optimizer_v2(model.net, opt=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay)
+        # timm's "sgd" is Nesterov momentum; norm and bias parameters get no weight decay. The fused (one-kernel)
+        # update is ~7% faster end to end for study_cnn on CPU, where the per-parameter loop shows.
+        optimizer = create_optimizer_v2(
+            model.net, opt=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay, fused=dev.type in FUSED_DEVICES
+        )
         scheduler = _schedule(spec, optimizer, steps)
         scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
 

@@ -428,7 +428,7 @@ class ClassifierSpec(Strict):
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: Annotated[float, Field(gt=0)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
-    schedule: Literal["cosine", "onecycle"] = "cosine"
+    schedule: Literal["cosine", "onecycle", "multistep"] = "cosine"  # multistep: x0.1 at 50% and 75% (MedMNIST v2)
     warmup: NonNegativeInt = 0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     augment: bool = True  # random crop with padding (+ flips where the dataset allows them)

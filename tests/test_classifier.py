@@ -16,6 +16,7 @@ from study.classifier import (
     save_classifier,
     train_classifier,
 )
+from study.classifier import _schedule
 from study.config import ClassifierSpec, FractionMix
 from study.data import Split, subset_indices
 
@@ -122,6 +123,24 @@ def step_counter():
     handle = register_optimizer_step_post_hook(lambda *_: counts.__setitem__("steps", counts["steps"] + 1))
     yield counts
     handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        ("multistep", 0, {0: 1.0, 49: 1.0, 50: 0.1, 74: 0.1, 75: 0.01, 99: 0.01}),  # MedMNIST v2's drops
+        ("cosine", 10, {0: 0.1, 9: 1.0, 10: 1.0, 55: 0.5, 99: 0.0003}),
+    ],
+)
+def test_learning_rate_schedules(schedule, warmup, expected):
+    spec = FAST.model_copy(update={"schedule": schedule, "warmup": warmup, "lr": 1.0})
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=spec.lr)
+    scheduler, lrs = _schedule(spec, optimizer, 100), []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert {step: round(lrs[step], 4) for step in expected} == expected
 
 
 def test_fixed_budget_takes_the_same_steps_for_100_and_1000_images(digits, step_counter):
