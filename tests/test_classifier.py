@@ -7,6 +7,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from study.classifier import (
     BatchSampler,
     TrainingError,
+    _schedule,
     augment,
     build_classifier,
     evaluate,
@@ -16,7 +17,6 @@ from study.classifier import (
     save_classifier,
     train_classifier,
 )
-from study.classifier import _schedule
 from study.config import ClassifierSpec, FractionMix
 from study.data import Split, subset_indices
 
