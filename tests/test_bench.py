@@ -31,3 +31,15 @@ def test_reference_check_reads_cached_runs_and_pools_recipes(tmp_path):
 def test_recipes_are_cached_apart(tmp_path):
     refs = [ref for ref in references(tmp_path) if ref.name == "breastmnist"]
     assert len(refs) == 2 and run_file(refs[0], 0, tmp_path) != run_file(refs[1], 0, tmp_path)
+
+
+def test_bench_json_keeps_the_other_mode_and_replaces_this_one(tmp_path):
+    from study.bench.classifier import _merge
+
+    _merge("reference", {"breastmnist_acc": 0.85}, "ref table", tmp_path)
+    _merge("throughput", {"old_name": 1.0, "train_flops_fraction": 0.3}, "old", tmp_path)
+    _merge("throughput", {"train_flops_fraction": 0.45}, "new", tmp_path)
+    section = json.loads((tmp_path / "bench.json").read_text())["classifier"]
+    assert section["breastmnist_acc"] == 0.85 and section["train_flops_fraction"] == 0.45
+    assert "old_name" not in section
+    assert (tmp_path / "bench.md").read_text().count("ref table") == 1

@@ -160,7 +160,7 @@ def run_throughput(steps_resnet: int) -> tuple[dict, str]:
             rows[f"{name}_{precision}"] = throughput(spec.model_copy(update={"precision": precision}), real, 10, peak)
     # precision "auto" is fp32 on CPU: chosen from these bf16 / fp32 ratios
     figures = {
-        "cpu_default": default.model_dump(mode="json", exclude_defaults=True),
+        "cpu_default": default.model_dump(mode="json", exclude_unset=True),
         "train_images_per_s": rows[f"{cpu}_fp32"]["images_per_s"],
         "train_flops_fraction": rows[f"{cpu}_fp32"]["flops_fraction"],
         "resnet18_32px_images_per_s": rows["resnet18_32px_fp32"]["images_per_s"],
@@ -290,14 +290,16 @@ def _write_reference_report(figures: dict, table: str, reports: Path) -> None:
 # --- entry point -----------------------------------------------------------------------------------------
 
 
-def _merge(figures: dict, markdown: dict, reports: Path) -> None:
-    """Merge into the "classifier" section, keeping figures of the other mode (throughput vs reference)."""
+def _merge(mode: str, figures: dict, markdown: str, reports: Path) -> None:
+    """Merge one mode's figures ("throughput" or "reference") into the "classifier" section: the other mode's
+    figures stay, this mode's earlier ones are replaced (a renamed figure does not linger)."""
     path = reports / "bench.json"
     old = json.loads(path.read_text()).get("classifier", {}) if path.exists() else {}
-    old = {k: v for k, v in old.items() if k not in ("measured", "machine")}
-    parts = {**old.pop("markdown_parts", {}), **markdown}
+    modes = {**old.get("modes", {}), mode: sorted(figures)}
+    kept = {k: old[k] for other, keys in modes.items() if other != mode for k in keys if k in old}
+    parts = {**old.get("markdown_parts", {}), mode: markdown}
     text = "## classifier\n\n" + "\n\n".join(parts[k] for k in ("throughput", "reference") if k in parts)
-    merge_results("classifier", {**old, **figures, "markdown_parts": parts}, text, reports)
+    merge_results("classifier", {**kept, **figures, "modes": modes, "markdown_parts": parts}, text, reports)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,10 +330,10 @@ def main(argv: list[str] | None = None) -> int:
             print(table)
             return 0
         _write_reference_report(figures, table, args.reports)
-        _merge(figures, {"reference": "### Reference check\n\n" + table}, args.reports)
+        _merge("reference", figures, "### Reference check\n\n" + table, args.reports)
     else:
         figures, text = run_throughput(args.resnet_steps)
-        _merge(figures, {"throughput": "### Training throughput\n\n" + text}, args.reports)
+        _merge("throughput", figures, "### Training throughput\n\n" + text, args.reports)
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=1))
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
