@@ -12,7 +12,13 @@ def _fake_runs(tmp_path):
     refs = references(tmp_path / "data")
     for i, ref in enumerate(refs):
         for seed in ref.seeds:
-            result = {"test_acc": 0.80 + 0.01 * i + 0.01 * seed, "test_auc": 0.90, "seconds": 60.0, "steps": 427}
+            result = {
+                "test_acc": 0.80 + 0.01 * i + 0.01 * seed,
+                "test_auc": 0.90,
+                "seconds": 60.0,
+                "steps": 427,
+                "n_test": 156,
+            }
             run_file(ref, seed, runs).write_text(json.dumps(result | {"threads": 1}))
     return refs, runs
 
@@ -26,6 +32,8 @@ def test_reference_check_reads_cached_runs_and_pools_recipes(tmp_path):
     assert "| breastmnist (short) | 3 |" in markdown and "| 0.863 |" in markdown  # published number beside it
     assert "breastmnist, all 2 recipes (6 runs): ACC 0.815 ± 0.010" in markdown
     assert "427 x 128" in markdown  # an epoch budget shows the steps it took
+    assert "binomial standard error of 2.8 points at the published 0.863" in markdown  # sqrt(.863 * .137 / 156)
+    assert "breastmnist: `" in markdown and "augmentation: none" in markdown
 
 
 def test_recipes_are_cached_apart(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -237,6 +238,12 @@ def run_reference(
     return figures, _reference_markdown(rows)
 
 
+def _augmentation(ref: Reference) -> str:
+    if not ref.spec.augment:
+        return "none"
+    return "crop + flip" if getattr(ref.dataset, "flip", False) else "crop"
+
+
 def _pm(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
@@ -254,15 +261,21 @@ def _reference_markdown(rows) -> str:
         )
     recipes = "\n".join(
         f"- {ref.label}: `{json.dumps(ref.spec.model_dump(mode='json', exclude_defaults=True))}`, "
-        f"flip {'on' if getattr(ref.dataset, 'flip', None) else 'off'}"
+        f"augmentation: {_augmentation(ref)}"
         for ref, *_ in rows
     )
     pooled = []
     for name in dict.fromkeys(ref.name for ref, *_ in rows):
-        same = [(acc, auc) for ref, acc, auc, *_ in rows if ref.name == name]
+        same = [(acc, auc, results) for ref, acc, auc, _, results in rows if ref.name == name]
         if len(same) > 1:  # the recipe spread beside the seed spread
-            acc, auc = np.concatenate([a for a, _ in same]), np.concatenate([b for _, b in same])
+            acc, auc = np.concatenate([a for a, *_ in same]), np.concatenate([b for _, b, _ in same])
             pooled.append(f"{name}, all {len(same)} recipes ({len(acc)} runs): ACC {_pm(acc)}, AUC {_pm(auc)}.")
+        if name in PUBLISHED:  # how far apart two single runs on this test split may land by chance
+            p, n = PUBLISHED[name]["acc"], same[0][2][0]["n_test"]
+            pooled.append(
+                f"{name}: {n} test images, so one run's ACC has a binomial standard error of "
+                f"{100 * math.sqrt(p * (1 - p) / n):.1f} points at the published {p}."
+            )
     return (
         "\n".join(table)
         + ("\n\n" + " ".join(pooled) if pooled else "")
