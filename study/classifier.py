@@ -68,7 +68,7 @@ class StudyCNN(nn.Module):
     at 8x8 (convolutions are ~50% of the profile), which is why the default is the cheapest setting that
     spends at least 0.4 of the machine's matmul rate — at 1.45x the time per image of width 16."""
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, width: int = 32, drop_rate: float = 0.0, **_):
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, width: int = 32, drop_rate: float = 0.0):
         super().__init__()
 
         def block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -203,9 +203,13 @@ def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, reso
             + (f"; similar: {', '.join(close)}" if close else "")
             + ")"
         )
-    net = timm.create_model(
-        spec.arch, pretrained=False, num_classes=num_classes, in_chans=channels, **_width_kwargs(spec.arch, spec.width)
-    )
+    kwargs = {"num_classes": num_classes, "in_chans": channels, **_width_kwargs(spec.arch, spec.width)}
+    if clash := sorted(set(spec.model_kwargs) & {*kwargs, "pretrained"}):
+        raise ValueError(f"classifier.model_kwargs: {clash} are set by the study (use the classifier keys instead)")
+    try:
+        net = timm.create_model(spec.arch, pretrained=False, **kwargs, **spec.model_kwargs)
+    except TypeError as e:  # an argument the model's constructor does not take
+        raise ValueError(f"classifier.model_kwargs: {spec.arch!r} does not accept {spec.model_kwargs}: {e}") from e
     small = spec.stem == "small" or (spec.stem == "auto" and resolution <= SMALL_STEM_MAX_PX)
     if small and spec.arch != "study_cnn":  # study_cnn's stem is already 3x3 stride 1
         net = apply_small_stem(net, spec.arch)

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1  # bump to invalidate every cached artifact deliberately
 
@@ -439,6 +447,16 @@ class ClassifierSpec(Strict):
     val_checks: PositiveInt = 10  # evenly spaced val evaluations when `select` is not `last`
     mix: MixSpec = "uniform"
     eval_batch_size: PositiveInt = 512  # does not change results, not keyed
+    # Extra keyword arguments for timm.create_model, e.g. {drop_rate: 0.1} or {zero_init_last: false}.
+    model_kwargs: dict[str, Any] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_model_kwargs(self, handler):
+        # Left out when empty, so specs written before the field existed keep their keys (and caches).
+        data = handler(self)
+        if not self.model_kwargs:
+            data.pop("model_kwargs", None)
+        return data
 
     @model_validator(mode="after")
     def _one_budget(self):

@@ -65,7 +65,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def check_inputs(plan: Plan, ctx) -> int:
     """Load the dataset and check every subset fits, so bad input fails once, up front (exit 2), instead
     of as a hundred failed cells. Returns the number of classes."""
-    from study.data import DatasetError, subset_indices
+    from study.classifier import build_classifier
+    from study.data import subset_indices
     from study.openset import check_sources
 
     try:
@@ -73,7 +74,9 @@ def check_inputs(plan: Plan, ctx) -> int:
         largest = max(c.base_per_class + c.extra_per_class for c in plan.cells)
         subset_indices(ds.train.labels, ds.num_classes, plan.grid.seeds[0], 0, largest, ds.key, ds.class_names)
         check_sources(plan.grid, ds, Path(ctx.store_root) / "dataset")  # open-set arms: mappings, offline models
-    except (DatasetError, GridError) as exc:
+        # The classifier once (arch, width, model_kwargs), so a typo fails here and not in every cell.
+        build_classifier(plan.grid.classifier, ds.num_classes, ds.train.images.shape[1], ds.train.images.shape[-1])
+    except ValueError as exc:  # DatasetError, GridError and the classifier's errors name the key
         raise BadInput(f"{plan.grid.name}: {exc}") from None
     return ds.num_classes
 

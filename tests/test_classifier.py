@@ -68,6 +68,24 @@ def test_study_cnn_is_a_timm_model():
     assert net.forward_head(net.forward_features(torch.randn(2, 3, 16, 16)), pre_logits=True).shape == (2, 32)
 
 
+def test_model_kwargs_reach_timm_and_bad_ones_are_named():
+    def last_bn(spec):
+        return build_classifier(spec, num_classes=2, channels=1, resolution=28).net.layer1[0].bn2.weight
+
+    assert torch.all(last_bn(ClassifierSpec()) == 0)  # timm's default: each block starts as the identity
+    assert torch.all(last_bn(ClassifierSpec(model_kwargs={"zero_init_last": False})) == 1)
+    with pytest.raises(ValueError, match=r"classifier.model_kwargs: 'resnet18' does not accept \{'bogus': 1\}"):
+        build_classifier(ClassifierSpec(model_kwargs={"bogus": 1}), num_classes=2, channels=1, resolution=28)
+    with pytest.raises(ValueError, match=r"classifier.model_kwargs: \['in_chans'\] are set by the study"):
+        build_classifier(ClassifierSpec(model_kwargs={"in_chans": 3}), num_classes=2, channels=1, resolution=28)
+
+
+def test_empty_model_kwargs_leave_keys_unchanged():
+    # Specs written before the field existed must keep their keys (and so their cached results).
+    assert "model_kwargs" not in ClassifierSpec().model_dump()
+    assert ClassifierSpec(model_kwargs={"drop_rate": 0.1}).model_dump()["model_kwargs"] == {"drop_rate": 0.1}
+
+
 def test_bad_arch_and_width_are_named():
     with pytest.raises(ValueError, match="classifier.arch: 'small-cnn' is not a timm model name"):
         build_classifier(ClassifierSpec(arch="small-cnn"), 10, 1, 8)

@@ -101,6 +101,12 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert "per class were asked for" in capsys.readouterr().err
     assert run([str(write_grid(tmp_path)), "--shard", "3/2"]) == 2
     assert "--shard '3/2'" in capsys.readouterr().err
+    bad_arch = write_grid(tmp_path, TINY.replace("arch: study_cnn", "arch: resnet-18"))
+    assert run([str(bad_arch), "--results", str(tmp_path / "r")]) == 2  # up front, not in every cell
+    assert "classifier.arch: 'resnet-18' is not a timm model name" in capsys.readouterr().err
+    bad_kwargs = write_grid(tmp_path, TINY.replace("batch_size: 32}", "batch_size: 32, model_kwargs: {bogus: 1}}"))
+    assert run([str(bad_kwargs), "--results", str(tmp_path / "r")]) == 2
+    assert "classifier.model_kwargs: 'study_cnn' does not accept {'bogus': 1}" in capsys.readouterr().err
 
 
 def test_failed_cell_keeps_the_others(tmp_path, monkeypatch, capsys):
