@@ -296,7 +296,9 @@ def _write_reference_report(figures: dict, table: str, reports: Path) -> None:
         "(binary AUC of the positive class) as mean ± sample std over seeds, beside the MedMNIST v2 ResNet-18 (28) "
         "numbers (Yang et al., Scientific Data 2023; SCIENCE.md section 5). MedMNIST runs keep the checkpoint with "
         "the best val AUC, as MedMNIST v2 does. BreastMNIST follows the published protocol (100 epochs of Adam, "
-        "batch 128, lr x0.1 at epochs 50 and 75, no augmentation, val AUC at every epoch end); the other rows run "
+        "batch 128, lr x0.1 at epochs 50 and 75, no augmentation, val AUC at every epoch end, and the residual "
+        "blocks initialised as in MedMNIST's ResNet rather than timm's zero-init of each block's last BatchNorm); "
+        "the other rows run "
         "fixed step budgets much shorter than 100 epochs (recipes below), to fit a shared 2-core CPU. "
         "Minutes per run are wall time on "
         f"that shared machine (torch threads per run: {', '.join(map(str, figures['reference_threads']))}).\n\n{table}\n",
