@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,6 +67,16 @@ class Reference:
         return f"{self.name}_{self.variant}" if self.variant else self.name
 
 
+class Row(NamedTuple):
+    """One reference recipe's finished runs."""
+
+    ref: Reference
+    acc: np.ndarray
+    auc: np.ndarray
+    seconds: float  # mean per run
+    results: list[dict]
+
+
 def references(data: Path) -> list[Reference]:
     # BreastMNIST (546 training images) runs the MedMNIST v2 protocol itself: 100 epochs of Adam at lr 1e-3,
     # batch 128, x0.1 at epochs 50 and 75, no augmentation, the checkpoint with the best val AUC over the
@@ -84,20 +95,10 @@ def references(data: Path) -> list[Reference]:
         arch="resnet18", steps=400, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=5e-4, select="val_auc"
     )
     root = str(data / "medmnist")
+    breast_data = MedmnistData(name="medmnist", flavor="breastmnist", root=root, flip=True)
     return [
-        Reference(
-            "breastmnist",
-            MedmnistData(name="medmnist", flavor="breastmnist", root=root, flip=True),
-            breast,
-            (0, 1, 2),
-        ),
-        Reference(
-            "breastmnist",
-            MedmnistData(name="medmnist", flavor="breastmnist", root=root, flip=True),
-            short.model_copy(update={"steps": 600}),
-            (0, 1, 2),
-            variant="short",
-        ),
+        Reference("breastmnist", breast_data, breast, (0, 1, 2)),
+        Reference("breastmnist", breast_data, short.model_copy(update={"steps": 600}), (0, 1, 2), variant="short"),
         Reference(
             "pneumoniamnist",
             MedmnistData(name="medmnist", flavor="pneumoniamnist", root=root, flip=True),
@@ -237,7 +238,7 @@ def run_reference(
             f"{ref.key}_seconds_per_run": seconds,
         }
         figures["reference_threads"] = sorted({*figures.get("reference_threads", []), *(r["threads"] for r in results)})
-        rows.append((ref, acc, auc, seconds, results))
+        rows.append(Row(ref, acc, auc, seconds, results))
     return figures, _reference_markdown(rows)
 
 
@@ -251,7 +252,7 @@ def _pm(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
-def _reference_markdown(rows) -> str:
+def _reference_markdown(rows: list[Row]) -> str:
     table = [
         "| dataset | seeds | ACC (ours) | ACC (published) | AUC (ours) | AUC (published) | steps x batch | minutes per run |",
         "|---|---|---|---|---|---|---|---|",
@@ -263,18 +264,18 @@ def _reference_markdown(rows) -> str:
             f"{results[0]['steps']} x {ref.spec.batch_size} | {seconds / 60:.1f} |"
         )
     recipes = "\n".join(
-        f"- {ref.label}: `{json.dumps(ref.spec.model_dump(mode='json', exclude_defaults=True))}`, "
-        f"augmentation: {_augmentation(ref)}"
-        for ref, *_ in rows
+        f"- {row.ref.label}: `{json.dumps(row.ref.spec.model_dump(mode='json', exclude_defaults=True))}`, "
+        f"augmentation: {_augmentation(row.ref)}"
+        for row in rows
     )
     pooled = []
-    for name in dict.fromkeys(ref.name for ref, *_ in rows):
-        same = [(acc, auc, results) for ref, acc, auc, _, results in rows if ref.name == name]
+    for name in dict.fromkeys(row.ref.name for row in rows):
+        same = [row for row in rows if row.ref.name == name]
         if len(same) > 1:  # the recipe spread beside the seed spread
-            acc, auc = np.concatenate([a for a, *_ in same]), np.concatenate([b for _, b, _ in same])
+            acc, auc = np.concatenate([r.acc for r in same]), np.concatenate([r.auc for r in same])
             pooled.append(f"{name}, all {len(same)} recipes ({len(acc)} runs): ACC {_pm(acc)}, AUC {_pm(auc)}.")
         if name in PUBLISHED:  # how far apart two single runs on this test split may land by chance
-            p, n = PUBLISHED[name]["acc"], same[0][2][0]["n_test"]
+            p, n = PUBLISHED[name]["acc"], same[0].results[0]["n_test"]
             pooled.append(
                 f"{name}: {n} test images, so one run's ACC has a binomial standard error of "
                 f"{100 * math.sqrt(p * (1 - p) / n):.1f} points at the published {p}."
