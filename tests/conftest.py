@@ -39,8 +39,8 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    from study.config import DigitsData
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
+    from study.grid import DigitsData
 
     return load_dataset(DigitsData(name="digits"))
 
@@ -48,7 +48,7 @@ def digits():
 @pytest.fixture(scope="session")
 def base(digits):
     """The seed-0 base of 20 images per class."""
-    from study.data import subset_indices
+    from study.data.datasets import subset_indices
 
     idx = subset_indices(digits.train.labels, 10, seed=0, start=0, count=20, dataset_key=digits.key)
     return digits.train.subset(idx)
@@ -57,8 +57,8 @@ def base(digits):
 @pytest.fixture(scope="session")
 def gen_dir(tmp_path_factory, base):
     """A tiny class-conditional generator trained on `base` (~10 s)."""
-    from study.config import GeneratorTrainSpec, ModelSpec
-    from study.generator import train_generator
+    from study.grid import GeneratorTrainSpec, ModelSpec
+    from study.models.generator import train_generator
 
     out = tmp_path_factory.mktemp("generator")
     spec = GeneratorTrainSpec(steps=200, batch_size=64, lr=1e-3, warmup=20)
@@ -70,7 +70,7 @@ def gen_dir(tmp_path_factory, base):
 
 @pytest.fixture(scope="session")
 def gen(gen_dir):
-    from study.generator import load_generator
+    from study.models.generator import load_generator
 
     return load_generator(gen_dir, device="cpu")
 

@@ -4,7 +4,9 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from study.classifier import (
+from study.data.datasets import Split, subset_indices
+from study.grid import ClassifierSpec, FractionMix
+from study.models.classifier import (
     BatchSampler,
     TrainingError,
     _schedule,
@@ -17,8 +19,6 @@ from study.classifier import (
     save_classifier,
     train_classifier,
 )
-from study.config import ClassifierSpec, FractionMix
-from study.data import Split, subset_indices
 
 FAST = ClassifierSpec(arch="study_cnn", width=8, steps=30, batch_size=32, optimizer="adamw", lr=0.003)
 

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from study.config import GridError, expand, load_grid, validate_grid
-from study.plan import make_plan
+from study.grid import GridError, expand, load_grid, validate_grid
+from study.runner.plan import make_plan
 
 GRID = """
 name: t

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from study.config import DigitsData, ImageFolderData, MedmnistData, NpzData
-from study.data import DatasetError, _to_split, load_dataset, subset_indices
+from study.data.datasets import DatasetError, _to_split, load_dataset, subset_indices
+from study.grid import DigitsData, ImageFolderData, MedmnistData, NpzData
 
 
 def check(ds, n_classes, channels, resolution):

@@ -1,4 +1,4 @@
-"""The equivalence analysis on simulated cells tables whose truth is planted (study.simulate)."""
+"""The equivalence analysis on simulated cells tables whose truth is planted (study.analysis.simulate)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.equivalence import (
+from study.analysis.equivalence import (
     REQUIRED_COLUMNS,
     EquivalenceError,
     analyse,
@@ -21,7 +21,7 @@ from study.equivalence import (
     verdict_of,
     write_tables,
 )
-from study.simulate import COLUMNS, PlantedArm, simulate_cells
+from study.analysis.simulate import COLUMNS, PlantedArm, simulate_cells
 
 GAIN, HARM = PlantedArm("gain", beta=0.4), PlantedArm("harm", beta=-0.1, kind="open")
 
@@ -330,7 +330,7 @@ def test_command_line_prints_tables_and_exits_2_on_bad_input(tmp_path, capsys):
 
 
 def test_never_imports_torch():
-    code = "import sys, study.equivalence, study.simulate; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, study.equivalence, study.analysis.simulate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

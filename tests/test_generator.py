@@ -11,9 +11,9 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file
 
-import study.generator as generator
-from study.config import GeneratorTrainSpec, ModelSpec
-from study.generator import (
+import study.models.generator as generator
+from study.grid import GeneratorTrainSpec, ModelSpec
+from study.models.generator import (
     PRESETS,
     TrainingDiverged,
     build_unet,

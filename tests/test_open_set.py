@@ -14,23 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from study import run as study_run
-from study import stages
-from study.config import GridError, OtherDataset, expand, load_grid, validate_grid
-from study.data import load_dataset
-from study.openset import OpenSetError, check_train_only, fit_images, generator_data, map_classes
-from study.plan import describe, make_plan
-from study.pretrained import (
-    PRETRAINED_META,
-    PretrainedError,
-    candidates_per_class,
-    check_guidance,
-    class_rows,
-    fetch,
-    identity,
-    keep_top,
-    local_dir,
-)
+from study.data.datasets import fit_images, load_dataset
+from study.data.sources import OpenSetError, check_train_only, generator_data, map_classes
+from study.grid import GridError, OtherDataset, expand, load_grid, validate_grid
+from study.hub import PretrainedError, identity, local_dir
+from study.runner import cli as study_run
+from study.runner import stages
+from study.runner.plan import describe, make_plan
+from study.sampling.pretrained import PRETRAINED_META, candidates_per_class, check_guidance, class_rows, fetch, keep_top
 from study.store import Store
 
 DIGITS = [str(i) for i in range(10)]
@@ -186,7 +177,7 @@ def capture_training(monkeypatch) -> list:
         seen.append((images.clone(), labels.clone(), num_classes))
         return {"steps": train.steps}
 
-    monkeypatch.setattr("study.generator.train_generator", fake_train)
+    monkeypatch.setattr("study.models.generator.train_generator", fake_train)
     return seen
 
 
@@ -429,7 +420,7 @@ def test_text2image_and_class_unet_arms_end_to_end(tmp_path, models):
     # the class-conditional UNet went through the Generator interface with its table re-ordered
     from diffusers import UNet2DModel
 
-    from study.generator import load_generator
+    from study.models.generator import load_generator
 
     (gen_dir,) = store.glob("generator/gen-pretrained-tiny-unet__*")
     gen = load_generator(gen_dir, "cpu")
@@ -444,9 +435,9 @@ def test_text2image_and_class_unet_arms_end_to_end(tmp_path, models):
 def test_clip_filter_keeps_the_best_in_seed_order(tmp_path, models):
     from safetensors.torch import load_file
 
-    from study.config import PretrainedSpec, SampleSpec
-    from study.pretrained import build_text2image_samples, prepare_pretrained
-    from study.sampling import sample_seeds
+    from study.grid import PretrainedSpec, SampleSpec
+    from study.sampling.pretrained import build_text2image_samples, prepare_pretrained
+    from study.sampling.sampler import sample_seeds
 
     ds = load_dataset(validate_grid(grid_of({})).dataset)
     gen_dir = tmp_path / "gen"
@@ -480,7 +471,7 @@ def test_keep_top_and_candidate_counts():
 
 
 def test_class_unet_mapping_and_guidance_errors(tmp_path):
-    from study.config import PretrainedSpec, SampleSpec
+    from study.grid import PretrainedSpec, SampleSpec
 
     spec = PretrainedSpec(model="m", class_index={"0": 3, "1": 2})
     assert class_rows(spec, 5, 4, ["0", "1"], "g") == [3, 2]

@@ -1,4 +1,4 @@
-"""The report on simulated results directories (study.simulate tables + a tiny fake artifact store): every
+"""The report on simulated results directories (study.analysis.simulate tables + a tiny fake artifact store): every
 section and figure, non-blank PNGs, the incomplete-grid and smoke banners, real-only and one-seed grids,
 published constants, provenance sums, bad input, and no torch import anywhere on the way."""
 
@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from study import plots, report
-from study.simulate import PlantedArm, simulate_cells
+from study.analysis.simulate import PlantedArm, simulate_cells
+from study.report import build as report
+from study.report import plots
 
 REPO = Path(__file__).resolve().parent.parent
 N_BOOT = 20  # the bootstrap's cost dominates; the report only needs its columns
@@ -33,7 +34,7 @@ class Block:
         if name.split(".")[0] in ("torch", "torchvision", "diffusers", "timm"):
             raise ImportError(f"{name} must not be imported by the report")
 sys.meta_path.insert(0, Block())
-from study import report
+from study.report import build as report
 code = report.main(sys.argv[1:])
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "diffusers", "timm"))
 print("leaked:", leaked)
@@ -46,7 +47,7 @@ def _key(*parts) -> str:
 
 
 def simulated_cells(arms=None, fail_rate=0.03, **kw) -> pd.DataFrame:
-    """A study.simulate table plus the columns the runner adds (classes, keys, diagnostic). closed and
+    """A study.analysis.simulate table plus the columns the runner adds (classes, keys, diagnostic). closed and
     closed-30 share sample sets, as arms differing only in mixing do in a real plan."""
     arms = arms if arms is not None else [
         PlantedArm("closed", beta=0.3), PlantedArm("closed-30", beta=0.1, mix="fraction=0.3"),

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study import run as study_run
-from study import stages
-from study.collect import COLUMNS
+from study.runner import cli as study_run
+from study.runner import stages
+from study.runner.collect import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = """

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from study.config import GridError, SampleSpec, validate_grid
-from study.sampling import (
+from study.grid import GridError, SampleSpec, validate_grid
+from study.sampling.sampler import (
     SAMPLERS,
     build_sample_set,
     edm_timesteps,

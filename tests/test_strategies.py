@@ -13,9 +13,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from study import run as study_run
-from study.classifier import evaluate, features, train_classifier
-from study.config import (
+from study.grid import (
     Cell,
     ClassifierSpec,
     GridError,
@@ -24,7 +22,10 @@ from study.config import (
     validate_grid,
 )
 from study.keys import derive_seed
-from study.pairs import (
+from study.models.classifier import evaluate, features, train_classifier
+from study.runner import cli as study_run
+from study.runner.plan import classifier_node, describe, make_plan
+from study.sampling.pairs import (
     class_space,
     cosine_distances,
     linear_cka,
@@ -33,8 +34,7 @@ from study.pairs import (
     search_grid,
     select_pairs,
 )
-from study.plan import classifier_node, describe, make_plan
-from study.sampling import build_sample_set, load_sample_set, nfe_per_image, sample
+from study.sampling.sampler import build_sample_set, load_sample_set, nfe_per_image, sample
 from study.store import Store
 
 STEPS = {"sampler": "dpmpp", "steps": 6}

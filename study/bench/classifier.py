@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.bench.common import REPORTS, merge_results, peak_flops
-from study.classifier import build_classifier, evaluate, train_classifier
-from study.config import ClassifierSpec, DigitsData, MedmnistData, NpzData, load_grid
-from study.data import Split, load_dataset
+from study.data.datasets import Split, load_dataset
+from study.grid import ClassifierSpec, DigitsData, MedmnistData, NpzData, load_grid
 from study.keys import key_of
+from study.models.classifier import build_classifier, evaluate, train_classifier
 from study.store import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.bench.common import merge_results, peak_flops
-from study.config import DigitsData, GeneratorTrainSpec, ModelSpec, SampleSpec, load_grid
-from study.data import load_dataset, subset_indices
-from study.generator import build_unet, load_generator, train_generator
-from study.sampling import nfe_per_image, sample, sample_seeds
+from study.data.datasets import load_dataset, subset_indices
+from study.grid import DigitsData, GeneratorTrainSpec, ModelSpec, SampleSpec, load_grid
+from study.models.generator import build_unet, load_generator, train_generator
+from study.sampling.sampler import nfe_per_image, sample, sample_seeds
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "grids" / "quickstart.yaml"
 # (preset, resolution, channels, batch): the quickstart's generator and a CPU-study preset at CIFAR size.

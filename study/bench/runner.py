@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from study.bench.common import merge_results
-from study.config import expand, load_grid
-from study.plan import make_plan
+from study.grid import expand, load_grid
+from study.runner.plan import make_plan
 
 
 def timed_run(grid: str, results: Path, jobs: int) -> float:

@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from study.plan import Node, Plan
-from study.stages import Context, Outcome, build_node, fail_node
+from study.runner.plan import Node, Plan
+from study.runner.stages import Context, Outcome, build_node, fail_node
 
 
 def waves(plan: Plan, nodes: list[Node]) -> list[list[Node]]:

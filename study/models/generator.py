@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.config import GeneratorTrainSpec, ModelSpec
+from study.grid import GeneratorTrainSpec, ModelSpec
 from study.keys import derive_seed
 from study.store import atomic_path, atomic_write_json
 

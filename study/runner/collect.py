@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from study.config import Cell, Grid, mix_label
-from study.plan import Plan
+from study.grid import Cell, Grid, mix_label
+from study.runner.plan import Plan
 from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json, read_json
 
-SAMPLES_META = "samples.json"  # study.sampling.META, not imported: that module needs torch
+SAMPLES_META = "samples.json"  # study.sampling.sampler.META, not imported: that module needs torch
 
 COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",

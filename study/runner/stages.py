@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from study.config import Grid, dataset_label
-from study.data import Dataset, Split, load_dataset, subset_indices
+from study.data.datasets import Dataset, Split, load_dataset, subset_indices
+from study.grid import Grid, dataset_label
 from study.keys import derive_seed, key_of
-from study.plan import Node
+from study.runner.plan import Node
 from study.store import Store, atomic_write_json
 
 METRICS = "metrics.json"
@@ -72,7 +72,7 @@ def real_subset(ds: Dataset, seed: int, per_class: int) -> Split:
 
 
 def build_reference(node: Node, ctx: Context, out: Path) -> dict:
-    from study.classifier import evaluate, save_classifier, train_classifier
+    from study.models.classifier import evaluate, save_classifier, train_classifier
 
     ds = ctx.dataset()
     model, stats = train_classifier(
@@ -95,11 +95,11 @@ def build_generator(node: Node, ctx: Context, out: Path) -> dict:
     ds = ctx.dataset()
     spec = ctx.grid.generators[node.arm]
     if spec.pretrained is not None:  # used as it is: resolved and recorded (a class-conditional UNet re-saved)
-        from study.pretrained import prepare_pretrained
+        from study.sampling.pretrained import prepare_pretrained
 
         return {"pretrained": prepare_pretrained(spec.pretrained, ds, out, f"generators.{node.arm}")}
-    from study.generator import train_generator
-    from study.openset import eval_duplicates, generator_data
+    from study.data.sources import eval_duplicates, generator_data
+    from study.models.generator import train_generator
 
     # Training splits only (generator_data checks): the base, the whole pool, or another dataset's mapped classes.
     cache, name = Path(ctx.store_root) / "dataset", dataset_label(ctx.grid.dataset)
@@ -136,8 +136,8 @@ def sample_seed_root(node: Node) -> str:
 
 
 def build_samples(node: Node, ctx: Context, out: Path) -> dict:
-    from study.classifier import load_classifier, predict_proba
-    from study.sampling import build_sample_set
+    from study.models.classifier import load_classifier, predict_proba
+    from study.sampling.sampler import build_sample_set
 
     store, config = ctx.store, node.art.config
     gen_dir = _parent_dir(store, node, "generator")
@@ -151,8 +151,8 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
     arm = ctx.grid.generators[node.arm]
     fit = None
     if arm.pretrained is not None:
-        from study.openset import fit_images
-        from study.pretrained import build_text2image_samples, check_guidance, pretrained_kind
+        from study.data.datasets import fit_images
+        from study.sampling.pretrained import build_text2image_samples, check_guidance, pretrained_kind
 
         ds = ctx.dataset()
         where = f"generators.{node.arm}"
@@ -186,9 +186,9 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
 
 def pair_space(node: Node, ctx: Context):
     """The embedding space of the real-only classifier a sample set depends on: its penultimate features and
-    the class centroids of the real images it was trained on (study.pairs)."""
-    from study.classifier import WEIGHTS, features, load_classifier
-    from study.pairs import class_space
+    the class centroids of the real images it was trained on (study.sampling.pairs)."""
+    from study.models.classifier import WEIGHTS, features, load_classifier
+    from study.sampling.pairs import class_space
 
     clf_dir = _parent_dir(ctx.store, node, "classifier")
     if not (clf_dir / WEIGHTS).exists():
@@ -206,8 +206,8 @@ def pair_space(node: Node, ctx: Context):
 
 
 def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
-    from study.classifier import evaluate, save_classifier, train_classifier
-    from study.sampling import load_sample_set
+    from study.models.classifier import evaluate, save_classifier, train_classifier
+    from study.sampling.sampler import load_sample_set
 
     ds = ctx.dataset()
     config = node.art.config

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.config import GridError, OtherDataset, class_index, dataset_label
-from study.data import Dataset, DatasetError, load_dataset, resize, subset_indices
+from study.data.datasets import Dataset, fit_images, load_dataset, subset_indices
+from study.grid import GridError, OtherDataset, class_index, dataset_label
 
 TRAIN = "train"
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, what PIL's convert("L") uses
 
 
 class OpenSetError(GridError):
@@ -38,7 +37,7 @@ class Source:
     """Rows `indices` of one dataset's `split`: what the generator saw of it."""
 
     dataset: str  # a readable name (the medmnist flavor, or the registry name)
-    key: str  # the dataset's identity key (study.data.dataset_key)
+    key: str  # the dataset's identity key (study.data.datasets.dataset_key)
     split: str
     indices: np.ndarray
 
@@ -140,24 +139,6 @@ def map_classes(
     return table
 
 
-def fit_images(images: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) images converted to `channels` (1 or 3) and resized (centre-cropped to a square first)
-    to `resolution`, as the study's own data is."""
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
-    if images.shape[1] == 3 and channels == 1:
-        luma = torch.tensor(LUMA).view(1, 3, 1, 1)
-        images = (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    elif images.shape[1] == 1 and channels == 3:
-        images = images.expand(-1, 3, -1, -1).contiguous()
-    h, w = images.shape[-2:]
-    if h != w:
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        images = images[..., top : top + s, left : left + s]
-    return images if images.shape[-1] == resolution else resize(images, resolution)
-
-
 def eval_duplicates(images: torch.Tensor, ds: Dataset) -> int:
     """How many generator training images are byte-identical to a test or validation image of the study. Not an
     error (official datasets hold a few exact duplicates across splits), a number to report beside the results."""
@@ -167,27 +148,3 @@ def eval_duplicates(images: torch.Tensor, ds: Dataset) -> int:
 
 def _digest(image: torch.Tensor) -> bytes:
     return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
-
-
-def check_sources(grid, ds: Dataset, cache_dir: str | Path | None = None) -> None:
-    """Up-front checks of every open-set arm, before anything is computed: another dataset loads and its class
-    mapping covers the study's classes; offline, a pretrained hub id (and its CLIP filter) is in the local cache
-    (local paths are checked when the plan is made)."""
-    from study.pretrained import fetch, offline
-
-    for arm, gen in grid.generators.items():
-        where = f"generators.{arm}"
-        if isinstance(gen.train_on, OtherDataset):
-            label = dataset_label(gen.train_on.dataset)
-            try:
-                other = load_dataset(gen.train_on.dataset, cache_dir=cache_dir)
-                map_classes(other.class_names, ds.class_names, gen.train_on.classes, label)
-            except OpenSetError as exc:
-                raise OpenSetError(f"{where}.{exc}") from None
-            except DatasetError as exc:
-                raise OpenSetError(f"{where}.train_on.dataset: {exc}") from None
-        if gen.pretrained is not None and offline():
-            spec = gen.pretrained
-            fetch(spec.model, spec.revision, f"{where}.pretrained.model", pipeline=spec.kind != "class-unet")
-            if spec.filter is not None:
-                fetch(spec.filter.model, spec.filter.revision, f"{where}.pretrained.filter.model")

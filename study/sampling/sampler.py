@@ -18,7 +18,7 @@ null class; AugGen mixes the class embeddings into one condition alpha*E[i] + be
 two classes' (guided) outputs lambda*eps_i + (1-lambda)*eps_j, three inputs in one pass. With lambda = 1, or
 alpha = 1 and beta = 0, both reduce to conditional sampling of class i bit for bit (tested).
 
-Mixed sample sets (study.pairs picks the pairs): `volume_per_class` x classes images spread over the pairs,
+Mixed sample sets (study.sampling.pairs picks the pairs): `volume_per_class` x classes images spread over the pairs,
 image k of pair p seeded by (p, k), so a smaller volume is a prefix of every pair's images. Labels are given at
 load time by a policy (`new-class`, `soft`, `dominant`), so one sample set serves every policy.
 
@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.config import AugGenSearch, SampleSpec
-from study.data import Split
-from study.generator import Generator, load_generator, resolve_device
+from study.data.datasets import Split
+from study.grid import AugGenSearch, SampleSpec
 from study.keys import derive_seed
-from study.pairs import (
+from study.models.generator import Generator, load_generator, resolve_device
+from study.sampling.pairs import (
     ClassSpace,
     cosine_distances,
     linear_cka,
@@ -215,7 +215,7 @@ def strategy_terms(
     beta = spec.mix_beta if beta is None else beta
     if isinstance(alpha, str) or isinstance(beta, str):
         raise ValueError(
-            "sample.alpha/beta: 'search' is resolved by build_sample_set (study.pairs.search_alpha_beta); "
+            "sample.alpha/beta: 'search' is resolved by build_sample_set (study.sampling.pairs.search_alpha_beta); "
             "sample() needs numbers"
         )
     return auggen_terms(gen, labels, alpha, beta, spec.guidance), plain
@@ -345,7 +345,7 @@ class Mixing:
 
 
 def plan_mixing(gen: Generator, spec: SampleSpec, seed_root: str, space: ClassSpace | None, progress: bool) -> Mixing:
-    """Select the pairs (study.pairs) and resolve the mixing weights, running AugGen's search if asked."""
+    """Select the pairs (study.sampling.pairs) and resolve the mixing weights, running AugGen's search if asked."""
     k = gen.num_classes
     rule = spec.pair_rule
     if space is None and spec.needs_classifier:

@@ -33,8 +33,8 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.optim import create_optimizer_v2
 
-from study.config import ClassifierSpec, FractionMix, MixSpec, mix_label
-from study.data import Split
+from study.data.datasets import Split
+from study.grid import ClassifierSpec, FractionMix, MixSpec, mix_label
 from study.keys import derive_seed
 from study.metrics import classification_metrics
 from study.store import atomic_path, atomic_write_json
@@ -52,7 +52,7 @@ class TrainingError(RuntimeError):
 
 class StudyCNN(nn.Module):
     """Three 3x3 conv-BN-ReLU blocks of width w, 2w, 4w (2x2 max-pool after the last two), global average
-    pool, linear head. Created by name: `timm.create_model("study_cnn")` once study.classifier is imported.
+    pool, linear head. Created by name: `timm.create_model("study_cnn")` once study.models.classifier is imported.
 
     Chosen by measurement as the CPU default for tiny images (grids/quickstart.yaml). On 8x8 digits, 19,200
     training images per cell, mean test accuracy over 5 seeds at 5 / 20 / 100 images per class, and one-thread

@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.metrics.pairwise import cosine_distances
 from sklearn.preprocessing import normalize
 
-from study.config import SEARCH_RANGE, PairRule
+from study.grid import SEARCH_RANGE, PairRule
 
 __all__ = [
     "ClassSpace",

@@ -27,8 +27,9 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from study import equivalence, plots
-from study.config import GridError, deep_merge, load_grid
+from study.analysis import equivalence
+from study.grid import GridError, deep_merge, load_grid
+from study.report import plots
 from study.store import atomic_write_text, read_json
 
 # The range each metric lives in: t intervals are clipped to it.
@@ -101,7 +102,7 @@ def read_cells(csv: Path) -> pd.DataFrame:
     df = pd.read_csv(csv, dtype={"error": "string"})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise ReportError(f"{csv}: missing columns {missing} (expected the study.collect table)")
+        raise ReportError(f"{csv}: missing columns {missing} (expected the study.runner.collect table)")
     bad = sorted(set(df["status"]) - {"done", "failed"})
     if bad:
         raise ReportError(f"{csv}: column status: unexpected values {bad}; expected 'done' or 'failed'")
@@ -748,7 +749,7 @@ def strategy_section(gains: pd.DataFrame, palette, kinds, out: Path, level: floa
     return lines
 
 
-# Sample-set diagnostics of the strategies (study.collect): one value per sample set, shared by its volumes.
+# Sample-set diagnostics of the strategies (study.runner.collect): one value per sample set, shared by its volumes.
 _STRATEGY_DIAGNOSTICS = {"mix_a": "weight i", "mix_b": "weight j", "pair_distance": "pair distance",
                          "source_mass": "source mass", "cka": "CKA"}  # fmt: skip
 

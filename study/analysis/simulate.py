@@ -3,7 +3,7 @@
 A simulated table has exactly the columns the runner writes (DESIGN 3.3, plus `mix`), so anything that reads
 `results/<name>/cells.csv` can be tested on it without training a model:
 
-    from study.simulate import PlantedArm, simulate_cells
+    from study.analysis.simulate import PlantedArm, simulate_cells
     cells = simulate_cells([PlantedArm("closed", beta=0.3), PlantedArm("open", beta=-0.1, kind="open")])
 
 The truth. Real data follow a learning curve acc(n) (default: logit acc = a + b log n). A synthetic arm
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from study.config import Cell
-from study.equivalence import logit_log
+from study.analysis.equivalence import logit_log
+from study.grid import Cell
 
 COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",

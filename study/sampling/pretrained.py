@@ -4,7 +4,7 @@ they are. Two kinds:
 - `class-unet`: a class-conditional `UNet2DModel` (a study generator directory, a pipeline holding one, or a
   bare UNet with its scheduler config). The generator stage copies it into the store with its class table
   re-ordered to the study's classes (`class_index`), so sampling goes through the usual `Generator`
-  (condition vectors + eps) and `study.sampling.build_sample_set`.
+  (condition vectors + eps) and `study.sampling.sampler.build_sample_set`.
 - `text2image`: a `DiffusionPipeline` such as Stable Diffusion, prompted per class with templates ("a photo
   of a {class}"), a negative prompt, the arm's sampler / steps / guidance; outputs are fitted to the study's
   resolution and channels and written as the same sample-set artifact. Optionally the lowest-scoring
@@ -27,61 +27,29 @@ is a GPU job (~1-2 s per image on one A100-class GPU, minutes per image on this 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from study.config import (
+from study.grid import (
     TEXT2IMAGE_OPTIONS,
     UNET_OPTIONS,
     ClipFilterSpec,
-    GridError,
     PretrainedSpec,
     SampleSpec,
     class_index,
 )
-from study.store import atomic_write_bytes, atomic_write_json, read_json
+from study.hub import PretrainedError, local_dir, offline
+from study.store import atomic_write_json, read_json
 
 PRETRAINED_META = "pretrained.json"  # in the generator artifact: what was resolved, and to where
 TRAIN_STATS = "train_stats.json"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_SKIP_IN_FINGERPRINT = {".md", ".gitattributes", ".lock"}
-
-
-class PretrainedError(GridError):
-    """A pretrained model cannot be found or used: the message names the grid key, the path or id, and the fix."""
 
 
 # --- where a model lives -------------------------------------------------------------------------------
-
-
-def offline() -> bool:
-    """HF_HUB_OFFLINE semantics, read now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or bool(constants.HF_HUB_OFFLINE)
-
-
-def local_dir(model: str, where: str) -> Path | None:
-    """The directory `model` names, None for a hub id; a path-like string that does not exist is an error."""
-    path = Path(os.path.expanduser(model))
-    if path.is_dir():
-        return path.resolve()
-    if path.exists():
-        raise PretrainedError(f"{where}: {model!r} is a file; expected a directory saved by diffusers/transformers")
-    if model.startswith(("/", ".", "~")) or "\\" in model or not HUB_ID.match(model):
-        raise PretrainedError(
-            f"{where}: local path {model!r} does not exist ({path.resolve()}); expected a directory saved with "
-            f"save_pretrained (or a Hugging Face hub id such as org/name)"
-        )
-    return None
 
 
 def fetch(
@@ -125,78 +93,6 @@ def _not_found(model: str, revision: str | None, where: str, only_local: bool, e
         f"{constants.HF_HUB_CACHE} or the HF_HOME you run with) and run with HF_HUB_OFFLINE=1, or save it to a "
         f"directory (`DiffusionPipeline.from_pretrained(...).save_pretrained(DIR)`) and set {where} to DIR."
     )
-
-
-def identity(model: str, revision: str | None, where: str) -> dict:
-    """What a model *is*, for keys: a hub id with its revision, or a local directory's content fingerprint."""
-    path = local_dir(model, where)
-    if path is None:
-        return {"hub": model, "revision": revision or "main"}
-    return {"fingerprint": fingerprint(path), "name": path.name}
-
-
-def spec_identity(spec: PretrainedSpec, where: str) -> dict:
-    """The keyed identity of a pretrained arm's model: the model, its kind and class-unet options."""
-    out = {"model": identity(spec.model, spec.revision, f"{where}.model"), "kind": spec.kind}
-    if spec.class_index is not None:
-        out["class_index"] = {str(k): v for k, v in sorted(spec.class_index.items(), key=str)}
-    if spec.null_class is not None:
-        out["null_class"] = spec.null_class
-    return out
-
-
-def sampling_identity(spec: PretrainedSpec, where: str) -> dict:
-    """What changes a text-to-image sample set besides the sample spec: prompts, size and the CLIP filter."""
-    out = {
-        "prompt": spec.templates,
-        "negative_prompt": spec.negative_prompt,
-        "class_names": {str(k): v for k, v in sorted(spec.class_names.items(), key=str)},
-        "size": spec.size,
-    }
-    if spec.filter is not None:
-        f = spec.filter
-        out["filter"] = {"model": identity(f.model, f.revision, f"{where}.filter.model"), "drop": f.drop}
-    return out
-
-
-def slug_name(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model)[:40]
-
-
-def fingerprint(path: Path) -> str:
-    """sha256 over (relative path, content sha256) of every file under `path` (hidden files and *.md left out).
-    File hashes are memoised by (path, size, mtime) so a multi-GB checkpoint is read once."""
-    from study.data import default_cache_dir
-
-    memo_file = default_cache_dir() / "pretrained-fingerprints.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        memo = {}
-    total, changed = hashlib.sha256(), False
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and p.suffix not in _SKIP_IN_FINGERPRINT
-    )
-    if not files:
-        raise PretrainedError(f"pretrained model directory {path} holds no files")
-    for file in files:
-        stat = file.stat()
-        memo_key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        if memo_key not in memo:
-            digest = hashlib.sha256()
-            with open(file, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
-                    digest.update(block)
-            memo[memo_key], changed = digest.hexdigest(), True
-        total.update(f"{file.relative_to(path).as_posix()}\0{memo[memo_key]}\n".encode())
-    if changed:
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(memo_file, json.dumps(memo, sort_keys=True).encode())
-    return total.hexdigest()
 
 
 # --- what a model is -------------------------------------------------------------------------------------
@@ -320,7 +216,7 @@ def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str)
     from diffusers import DDPMScheduler, UNet2DModel
     from torch import nn
 
-    from study.generator import META, atomic_dir, check_conditioning
+    from study.models.generator import META, atomic_dir, check_conditioning
 
     model_where = f"{where}.pretrained.model"
     unet_dir, scheduler_dir, meta = _unet_parts(path, model_where)
@@ -432,7 +328,7 @@ def load_pipeline(path: Path, sample: SampleSpec, device):
     import torch
     from diffusers import DiffusionPipeline
 
-    from study.generator import resolve_precision
+    from study.models.generator import resolve_precision
 
     precision = resolve_precision("auto", device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
@@ -460,14 +356,22 @@ def build_text2image_samples(
     where: str = "generators.<arm>",
 ) -> dict:
     """Sample `volume_per_class` prompted images of every class into `out_dir` (the sample-set artifact of
-    study.sampling: images uint8 at the study's size, labels, seeds, preview.png, samples.json)."""
+    study.sampling.sampler: images uint8 at the study's size, labels, seeds, preview.png, samples.json)."""
     import torch
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from study.generator import net_batch, resolve_device
-    from study.openset import fit_images
-    from study.sampling import META, PREVIEW, SAMPLES, conditional_accuracy, sample_seeds, save_preview, set_layout
+    from study.data.datasets import fit_images
+    from study.models.generator import net_batch, resolve_device
+    from study.sampling.sampler import (
+        META,
+        PREVIEW,
+        SAMPLES,
+        conditional_accuracy,
+        sample_seeds,
+        save_preview,
+        set_layout,
+    )
     from study.store import atomic_path
 
     if sample.strategy != "conditional":
@@ -517,7 +421,7 @@ def build_text2image_samples(
     per_class = scores.reshape(k, n)
     kept = np.concatenate([c * n + keep_top(per_class[c], volume_per_class) for c in range(k)])
     kept_t = torch.from_numpy(kept)
-    group, rank = set_layout(np.full(k, volume_per_class))  # class-major, as study.sampling lays sets out
+    group, rank = set_layout(np.full(k, volume_per_class))  # class-major, as study.sampling.sampler lays sets out
     labels = torch.as_tensor(group)
     out_dir = Path(out_dir)
     tensors = {

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.config import (
+from study.grid import (
     Cifar10Data,
     Cifar100Data,
     DigitsData,
@@ -29,6 +29,7 @@ from study.config import (
     dataset_identity,
 )
 from study.keys import derive_seed, key_of
+from study.paths import default_cache_dir, default_data_root
 from study.store import atomic_write_bytes
 
 
@@ -78,14 +79,6 @@ class Dataset:
 
 def dataset_key(spec) -> str:
     return key_of(dataset_identity(spec))
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get("STUDY_DATA") or Path.home() / ".cache" / "study" / "data").expanduser()
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("STUDY_CACHE") or Path.home() / ".cache" / "study" / "decoded").expanduser()
 
 
 # --- loaders (numpy out) -------------------------------------------------------------------------------
@@ -289,6 +282,27 @@ def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
         images.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
     )
     return out.round().clamp(0, 255).to(torch.uint8)
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, what PIL's convert("L") uses
+
+
+def fit_images(images: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images converted to `channels` (1 or 3) and resized (centre-cropped to a square first)
+    to `resolution`, as the study's own data is."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[1] == 3 and channels == 1:
+        luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+        images = (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    elif images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    h, w = images.shape[-2:]
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        images = images[..., top : top + s, left : left + s]
+    return images if images.shape[-1] == resolution else resize(images, resolution)
 
 
 _MEMO: dict[str, Dataset] = {}  # cache file -> dataset, for repeated loads in one process

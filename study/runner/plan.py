@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from study.config import SCHEMA_VERSION, AugGenSearch, Cell, Grid, dataset_identity, dataset_label, mix_label
+from study.grid import SCHEMA_VERSION, AugGenSearch, Cell, Grid, dataset_identity, dataset_label, mix_label
 from study.keys import canonical_json
 from study.store import Artifact, Store
 
@@ -100,7 +100,7 @@ def generator_node(grid: Grid, arm: str, seed: int, base: int) -> Node:
 def pretrained_node(grid: Grid, arm: str) -> Node:
     """A pretrained model, resolved (and, for a class-conditional UNet, re-saved with the study's class order)
     once per grid: shared by every seed and base size; its sample sets are drawn per seed."""
-    from study.pretrained import slug_name, spec_identity
+    from study.hub import slug_name, spec_identity
 
     spec = grid.generators[arm].pretrained
     config = {**_base(grid, "generator"), "pretrained": spec_identity(spec, f"generators.{arm}.pretrained")}
@@ -141,7 +141,7 @@ def samples_node(
     slug = f"samples-{spec.strategy}{pairs}-{gen.art.slug.removeprefix('gen-')}-v{volume}"
     pretrained = grid.generators[arm].pretrained
     if pretrained is not None:  # one model serves every seed; each seed draws its own sample set
-        from study.pretrained import sampling_identity
+        from study.hub import sampling_identity
 
         config |= {"seed": seed, "pretrained": sampling_identity(pretrained, f"generators.{arm}.pretrained")}
         slug += f"-s{seed}"

@@ -1,0 +1,1 @@
+"""Model layer: the class-conditional diffusion generator (`generator`) and the classifiers (`classifier`)."""
