@@ -71,3 +71,14 @@ def test_bad_input_is_named(probs, labels, match):
 def test_num_classes_must_match_columns():
     with pytest.raises(ValueError, match="3 columns but num_classes is 2"):
         metrics.classification_metrics(np.ones((2, 3)) / 3, np.array([0, 1]), 2)
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    # N(0, I) vs N(m, 4I) in 3-d: |m|^2 + 3 (1 + 4 - 2 * 2) = |m|^2 + 3
+    b = 2.0 * rng.normal(size=(4000, 3)) + np.array([1.0, 2.0, 0.0])
+    assert metrics.frechet_distance(a, b) == pytest.approx(5.0 + 3.0, rel=0.05)
+    with pytest.raises(ValueError, match="one width"):
+        metrics.frechet_distance(a, b[:, :2])
