@@ -16,7 +16,7 @@ from pathlib import Path
 
 from study.grid import GridError, PretrainedSpec
 from study.paths import default_cache_dir
-from study.store import atomic_write_bytes
+from study.store import atomic_write_bytes, read_json
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SKIP_IN_FINGERPRINT = {".md", ".gitattributes", ".lock"}
@@ -91,10 +91,7 @@ def fingerprint(path: Path) -> str:
     """sha256 over (relative path, content sha256) of every file under `path` (hidden files and *.md left out).
     File hashes are memoised by (path, size, mtime) so a multi-GB checkpoint is read once."""
     memo_file = default_cache_dir() / "pretrained-fingerprints.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        memo = {}
+    memo = read_json(memo_file) or {}  # missing or damaged: hashed anew
     total, changed = hashlib.sha256(), False
     files = sorted(
         p

@@ -1,4 +1,5 @@
-"""Artifact store: one directory per content key, atomic writes, a done marker written last, file locks.
+"""Artifact store: one directory per content key, atomic writes, a done marker written last, file locks, and
+the name of every file an artifact holds.
 
     results/store/<stage>/<slug>__<hash12>/
         config.json       what the artifact was computed from (its key is the sha256 of this, canonical)
@@ -6,10 +7,30 @@
         provenance.json   git commit and dirty flag, package versions, device, host, seconds
         done.json         written last: the artifact exists only once this file does
 
+    store.find("samples", key)      # the directory of a sample set by its key (any slug), or None
+
 A directory without `done.json` is work in progress (or the remains of a killed run); builders may resume
 from what it holds (the generator keeps training checkpoints there). A failure writes `error.txt` and never
 `done.json`, so failures are retried, never cached. `Store.lock` makes sure two processes never build the
 same artifact: the second waits, then finds it done.
+
+The artifacts' own files (below) are named here and nowhere else. The names are on disk in every existing
+store: renaming one orphans those caches.
+
+    stage        file                    written by                  holds
+    reference,   metrics.json            study.runner.stages         test metrics, training stats, class count
+    classifier                                                       (cells: also the real and synthetic counts)
+                 classifier.json,        study.models.classifier     the spec and weights that rebuild the model
+                 classifier.safetensors                              (the reference and real-only classifiers)
+    generator    generator.json          study.models.generator      written last: the saved model is complete
+                 unet/, scheduler/       study.models.generator      diffusers save_pretrained directories
+                 checkpoint.pt           study.models.generator      training state while training; then deleted
+                 train_stats.json        study.runner.stages,        what the generator saw, how it trained
+                                         study.sampling.pretrained
+                 pretrained.json         study.sampling.pretrained   a pretrained model: what it resolved to
+    samples      samples.safetensors     study.sampling.sample_set   images, labels, seeds, layout
+                 samples.json            study.sampling.sample_set   the sample spec, seed root, diagnostics
+                 preview.png             study.sampling.sample_set   one row of images per class or pair
 """
 
 from __future__ import annotations
@@ -36,6 +57,13 @@ from filelock import FileLock
 from study.keys import canonical_json, key_of
 
 DONE, CONFIG, PROVENANCE, ERROR = "done.json", "config.json", "provenance.json", "error.txt"
+METRICS = "metrics.json"
+CLASSIFIER_META, CLASSIFIER_WEIGHTS = "classifier.json", "classifier.safetensors"
+GENERATOR_META, GENERATOR_CHECKPOINT = "generator.json", "checkpoint.pt"
+UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
+TRAIN_STATS, PRETRAINED_META = "train_stats.json", "pretrained.json"
+SAMPLES, SAMPLES_META, PREVIEW = "samples.safetensors", "samples.json", "preview.png"
+KEY_CHARS = 12  # hex digits of the key in a directory name
 
 
 def _umask() -> int:
@@ -83,6 +111,15 @@ def read_json(path: str | os.PathLike, error: type[Exception] | None = None) -> 
         raise error(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_artifact_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON file a loader needs from a finished artifact; FileNotFoundError naming the file and `what`
+    the directory should hold when it is missing."""
+    data = read_json(path, ValueError)
+    if data is None:
+        raise FileNotFoundError(f"{path} not found: {Path(path).parent} holds no saved {what}")
+    return data
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -118,7 +155,7 @@ class Artifact:
 
     @property
     def dirname(self) -> str:
-        return f"{self.slug}__{self.key[:12]}"
+        return f"{self.slug}__{self.key[:KEY_CHARS]}"
 
 
 class Store:
@@ -127,6 +164,13 @@ class Store:
 
     def path(self, art: Artifact) -> Path:
         return self.root / art.stage / art.dirname
+
+    def find(self, stage: str, key: str) -> Path | None:
+        """The directory of the artifact with this key in `stage`, whatever its slug; None if there is none.
+        A finished directory wins over an unfinished one (a slug renamed between versions leaves two)."""
+        matches = sorted((self.root / stage).glob(f"*__{key[:KEY_CHARS]}"))
+        done = [d for d in matches if (d / DONE).exists()]
+        return (done or matches or [None])[0]
 
     def is_done(self, art: Artifact) -> bool:
         return (self.path(art) / DONE).exists()

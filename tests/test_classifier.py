@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from study.data.datasets import Split, subset_indices
+from study.data.datasets import Split, real_indices
 from study.grid import ClassifierSpec, FractionMix
 from study.models.classifier import (
     BatchSampler,
@@ -24,7 +24,7 @@ FAST = ClassifierSpec(arch="study_cnn", width=8, steps=30, batch_size=32, optimi
 
 
 def _base(ds, per_class: int, seed: int = 0) -> Split:
-    return ds.train.subset(subset_indices(ds.train.labels, ds.num_classes, seed, 0, per_class, ds.key))
+    return ds.train.subset(real_indices(ds, seed=seed, per_class=per_class))
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -262,9 +262,9 @@ def test_val_selection_keeps_the_best_checkpoint(digits):
 
 def test_save_and_load_give_the_same_predictions(digits, tmp_path):
     model, _ = train_classifier(FAST, _base(digits, 10), 10, seed=0, flip=False)
-    save_classifier(model, FAST, 10, 1, 8, tmp_path)
+    save_classifier(model, FAST, tmp_path, num_classes=10)
     again = load_classifier(tmp_path, device="cpu")
     x = digits.test.images[:50]
     np.testing.assert_array_equal(predict_proba(model, x, 10), predict_proba(again, x, 10))
-    with pytest.raises(FileNotFoundError, match="no saved classifier"):
+    with pytest.raises(FileNotFoundError, match="holds no saved classifier"):
         load_classifier(tmp_path / "missing")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from study.data.datasets import DatasetError, _to_split, load_dataset, subset_indices
+from study.data.datasets import DatasetError, _to_split, load_dataset, real_indices, subset_indices
 from study.grid import DigitsData, ImageFolderData, MedmnistData, NpzData
 
 
@@ -123,7 +123,7 @@ def test_nested_class_balanced_subsets():
     labels, c = ds.train.labels, ds.num_classes
 
     def sub(seed, start, count):
-        return subset_indices(labels, c, seed, start, count, ds.key)
+        return subset_indices(labels, c, seed=seed, start=start, count=count, dataset_key=ds.key)
 
     small, big = sub(0, 0, 10), sub(0, 0, 30)
     assert set(small) < set(big)  # nested
@@ -133,4 +133,4 @@ def test_nested_class_balanced_subsets():
     assert np.array_equal(sub(0, 0, 10), small)  # deterministic
     assert set(sub(1, 0, 10)) != set(small)  # another seed, another subset
     with pytest.raises(DatasetError, match=r"class '\d' has \d+ training images; 500 per class"):
-        subset_indices(labels, c, 0, 0, 500, ds.key, ds.class_names)
+        real_indices(ds, seed=0, per_class=500)

@@ -21,8 +21,9 @@ from study.hub import PretrainedError, identity, local_dir
 from study.runner import cli as study_run
 from study.runner import stages
 from study.runner.plan import describe, make_plan
-from study.sampling.pretrained import PRETRAINED_META, candidates_per_class, check_guidance, class_rows, fetch, keep_top
-from study.store import Store
+from study.sampling.cost import candidates_per_class
+from study.sampling.pretrained import check_guidance, class_rows, fetch, keep_top
+from study.store import PRETRAINED_META, Store
 
 DIGITS = [str(i) for i in range(10)]
 
@@ -285,7 +286,7 @@ def test_pool_generator_never_sees_test_or_val(tmp_path, monkeypatch):
 
 def test_training_data_must_come_from_train_splits(tmp_path):
     ds = load_dataset(validate_grid(grid_of({})).dataset)
-    data = generator_data(ds, "pool", 0, None)
+    data = generator_data(ds, "pool", seed=0, base_per_class=None)
     assert len(data) == len(ds.train)
     leaked = type(data)(
         data.images, data.labels, (type(data.sources[0])("digits", ds.key, "test", np.arange(5)),), "pool"
@@ -423,7 +424,7 @@ def test_text2image_and_class_unet_arms_end_to_end(tmp_path, models):
     from study.models.generator import load_generator
 
     (gen_dir,) = store.glob("generator/gen-pretrained-tiny-unet__*")
-    gen = load_generator(gen_dir, "cpu")
+    gen = load_generator(gen_dir, device="cpu")
     source = UNet2DModel.from_pretrained(models["unet"]).class_embedding.weight.detach()
     assert torch.equal(gen.table, source[[11 - c for c in range(10)] + [0]])
     assert (gen.resolution, gen.channels) == (16, 3)
@@ -437,12 +438,12 @@ def test_clip_filter_keeps_the_best_in_seed_order(tmp_path, models):
 
     from study.grid import PretrainedSpec, SampleSpec
     from study.sampling.pretrained import build_text2image_samples, prepare_pretrained
-    from study.sampling.sampler import sample_seeds
+    from study.sampling.sample_set import sample_seeds
 
     ds = load_dataset(validate_grid(grid_of({})).dataset)
     gen_dir = tmp_path / "gen"
     gen_dir.mkdir()
-    prepare_pretrained(PretrainedSpec(model=str(models["sd"])), ds, gen_dir, "generators.sd")
+    prepare_pretrained(PretrainedSpec(model=str(models["sd"])), ds, gen_dir, where="generators.sd")
     sample = SampleSpec(sampler="dpmpp", steps=2, guidance=2.0)
     outs = {}
     for name, drop in (("plain", None), ("filtered", 0.25)):
@@ -450,7 +451,9 @@ def test_clip_filter_keeps_the_best_in_seed_order(tmp_path, models):
         spec = PretrainedSpec.model_validate({"model": str(models["sd"]), **clip})
         out = outs[name] = tmp_path / name
         out.mkdir()
-        info = build_text2image_samples(gen_dir, spec, sample, DIGITS[:3], 3, "root", out, 1, 8, device="cpu")
+        info = build_text2image_samples(
+            gen_dir, spec, sample, DIGITS[:3], 3, "root", out, channels=1, resolution=8, device="cpu"
+        )
     assert (info["candidates_per_class"], info["kept_fraction"]) == (4, 0.75)
     plain, filtered = (load_file(str(outs[n] / "samples.safetensors")) for n in ("plain", "filtered"))
     seeds = np.array(sample_seeds("root", 3, 4)).reshape(3, 4)

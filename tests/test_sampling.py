@@ -13,15 +13,9 @@ from PIL import Image
 from pydantic import ValidationError
 
 from study.grid import GridError, SampleSpec, validate_grid
-from study.sampling.sampler import (
-    SAMPLERS,
-    build_sample_set,
-    edm_timesteps,
-    load_sample_set,
-    nfe_per_image,
-    sample,
-    sample_seeds,
-)
+from study.sampling.cost import edm_timesteps
+from study.sampling.sample_set import load_sample_set, sample_seeds
+from study.sampling.sampler import SAMPLERS, build_sample_set, nfe_per_image, sample
 
 FAST = SampleSpec(sampler="dpmpp", steps=8, guidance=2.0)
 
@@ -108,7 +102,7 @@ def test_network_evaluations_per_image(gen):
 
 
 def test_edm_noise_levels(gen):
-    steps = edm_timesteps(gen.alphas_cumprod, 10)
+    steps = edm_timesteps(gen.alphas_cumprod.float().numpy(), 10)
     assert steps == sorted(set(steps), reverse=True) and len(steps) == 10
     ac = gen.alphas_cumprod[steps[0]]
     assert 60 < ((1 - ac) / ac).sqrt() < 100  # sigma_max about 80 (EDM), not the cosine schedule's ~2e4

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from study import store as names
 from study.store import Artifact, Store, atomic_write_bytes
 
 ART = Artifact("generator", "gen-test", {"schema_version": 1, "steps": 3})
@@ -26,6 +27,30 @@ def test_artifact_directory_layout(tmp_path):
     assert {"git_commit", "git_dirty", "packages", "device", "host", "seconds"} <= set(prov)
     assert store.done_info(ART)["key"] == ART.key
     assert not store.ensure(ART, lambda d: pytest.fail("cached artifacts are not rebuilt"))
+
+
+def test_artifact_file_names_are_the_ones_on_disk():
+    """Every existing store holds these names: renaming one orphans its caches (change them only with a
+    migration). study.store is the only module that spells them."""
+    on_disk = {
+        "DONE": "done.json", "CONFIG": "config.json", "PROVENANCE": "provenance.json", "ERROR": "error.txt",
+        "METRICS": "metrics.json", "CLASSIFIER_META": "classifier.json", "CLASSIFIER_WEIGHTS": "classifier.safetensors",
+        "GENERATOR_META": "generator.json", "GENERATOR_CHECKPOINT": "checkpoint.pt", "UNET_DIR": "unet",
+        "SCHEDULER_DIR": "scheduler", "TRAIN_STATS": "train_stats.json", "PRETRAINED_META": "pretrained.json",
+        "SAMPLES": "samples.safetensors", "SAMPLES_META": "samples.json", "PREVIEW": "preview.png",
+    }  # fmt: skip
+    assert {name: getattr(names, name) for name in on_disk} == on_disk
+
+
+def test_find_by_stage_and_key(tmp_path):
+    store = Store(tmp_path)
+    assert store.find("generator", ART.key) is None
+    renamed = Artifact(ART.stage, "gen-old-slug", ART.config)  # same key, another slug (an older version's)
+    store.path(renamed).mkdir(parents=True)
+    assert store.find("generator", ART.key) == store.path(renamed)  # whatever the slug
+    store.ensure(ART, lambda d: None)
+    assert store.find("generator", ART.key) == store.path(ART)  # the finished one wins
+    assert store.find("samples", ART.key) is None  # another stage
 
 
 def test_failure_is_recorded_not_cached(tmp_path):

@@ -34,7 +34,8 @@ from study.sampling.pairs import (
     search_grid,
     select_pairs,
 )
-from study.sampling.sampler import build_sample_set, load_sample_set, nfe_per_image, sample
+from study.sampling.sample_set import load_sample_set
+from study.sampling.sampler import build_sample_set, nfe_per_image, sample
 from study.store import Store
 
 STEPS = {"sampler": "dpmpp", "steps": 6}
@@ -210,7 +211,7 @@ def test_mixed_sets_are_prefixes_and_spread_the_volume_over_pairs(gen_dir, tmp_p
     big = build_sample_set(gen_dir, mixed, 3, "r", tmp_path / "v3", device="cpu", progress=False)
     assert (small["n"], big["n"]) == (20, 30) and small["pairs"] == big["pairs"]  # volume x classes, 7 pairs
     for policy in ("new-class", "soft", "dominant"):
-        a, b = load_sample_set(tmp_path / "v2", 2, policy), load_sample_set(tmp_path / "v3", 2, policy)
+        a, b = load_sample_set(tmp_path / "v2", 2, labels=policy), load_sample_set(tmp_path / "v3", 2, labels=policy)
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert len(load_sample_set(tmp_path / "v3", 3)) == 30
     labels = load_sample_set(tmp_path / "v3", 2).labels
@@ -223,9 +224,9 @@ def test_label_policies_and_new_classes_extend_the_classifier(gen_dir, base, dig
     build_sample_set(gen_dir, spec(strategy="scoremix", weight=0.7, n_pairs=5), 2, "r", tmp_path, device="cpu",
                      progress=False)  # fmt: skip
     pairs = torch.tensor(json.loads((tmp_path / "samples.json").read_text())["diagnostics"]["pairs"])
-    new = load_sample_set(tmp_path, 2, "new-class")
+    new = load_sample_set(tmp_path, 2, labels="new-class")
     assert new.soft is None and sorted(set(new.labels.tolist())) == list(range(10, 15))
-    soft = load_sample_set(tmp_path, 2, "soft")
+    soft = load_sample_set(tmp_path, 2, labels="soft")
     rows = pairs[new.labels - 10]
     idx = torch.arange(len(rows))
     assert torch.allclose(soft.soft[idx, rows[:, 0]], torch.tensor(0.7)) and torch.allclose(
@@ -233,7 +234,7 @@ def test_label_policies_and_new_classes_extend_the_classifier(gen_dir, base, dig
     )
     assert torch.allclose(soft.soft[idx, rows[:, 1]], torch.tensor(0.3))
     assert torch.equal(soft.labels, rows[:, 0]) and torch.equal(
-        load_sample_set(tmp_path, 2, "dominant").labels, rows[:, 0]
+        load_sample_set(tmp_path, 2, labels="dominant").labels, rows[:, 0]
     )
 
     clf = ClassifierSpec(arch="study_cnn", width=8, steps=10, batch_size=32)
@@ -256,7 +257,7 @@ def test_auggen_search_is_recorded_and_used(gen_dir, gen, space, tmp_path):
     assert json.loads((tmp_path / "samples.json").read_text())["diagnostics"]["search"]["grid"] == found["grid"]
     # the set is sampled with what the search found: image 0 of pair p has the seed of (p, 0)
     fixed = spec(strategy="auggen", alpha=found["alpha"], beta=found["beta"])
-    one_each = load_sample_set(tmp_path, 1, "new-class")
+    one_each = load_sample_set(tmp_path, 1, labels="new-class")
     pairs = torch.tensor(info["pairs"])[one_each.labels - 10]
     assert torch.equal(sample(gen, pairs, [derive_seed("r", p, 0) for p in range(10)], fixed), one_each.images)
     half = spec(strategy="auggen", alpha=0.7, search={"step": 0.5, "pairs": 1, "images": 2})  # beta alone

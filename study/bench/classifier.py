@@ -213,7 +213,9 @@ def reference_run(ref: Reference, seed: int, runs: Path) -> dict:
     ds = load_dataset(ref.dataset)
     budget = f"{ref.spec.steps} steps" if ref.spec.steps else f"{ref.spec.epochs} epochs"
     print(f"[reference] {ref.name} seed {seed}: {budget} of {ref.spec.batch_size}", flush=True)
-    model, stats = train_classifier(ref.spec, ds.train, ds.num_classes, seed, ds.flip, val=ds.val, progress=True)
+    model, stats = train_classifier(
+        ref.spec, ds.train, ds.num_classes, seed=seed, flip=ds.flip, val=ds.val, progress=True
+    )
     result = {**evaluate(model, ds.test, ds.num_classes), **stats, "threads": torch.get_num_threads()}
     atomic_write_json(file, result)
     print(f"[reference] {ref.name} seed {seed}: acc {result['test_acc']:.3f} auc {result['test_auc']:.3f}", flush=True)

@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.bench.common import merge_results, peak_flops
-from study.data.datasets import load_dataset, subset_indices
+from study.data.datasets import load_dataset, real_indices
 from study.grid import DigitsData, GeneratorTrainSpec, ModelSpec, SampleSpec, load_grid
 from study.models.generator import build_unet, load_generator, train_generator
-from study.sampling.sampler import nfe_per_image, sample, sample_seeds
+from study.sampling.sample_set import sample_seeds
+from study.sampling.sampler import nfe_per_image, sample
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "grids" / "quickstart.yaml"
 # (preset, resolution, channels, batch): the quickstart's generator and a CPU-study preset at CIFAR size.
@@ -129,7 +130,9 @@ def throughput(preset: str, resolution: int, channels: int, batch: int, peak: fl
     steps = max(4, min(64, math.ceil(8.0 / best["fp32"])))  # about 8 s of training
     spec = GeneratorTrainSpec(steps=steps, batch_size=batch, warmup=0)
     with tempfile.TemporaryDirectory() as tmp:
-        stats = train_generator(ModelSpec(preset=preset), spec, images, labels, 10, Path(tmp), 0, False, progress=False)
+        stats = train_generator(
+            ModelSpec(preset=preset), spec, images, labels, 10, Path(tmp), seed=0, flip=False, progress=False
+        )
     out["train_generator"] = {
         "precision": stats["precision"],
         "images_per_s": stats["images_per_s"],
@@ -163,11 +166,19 @@ def digits_quality(grid_path: Path, base: int, seed: int) -> tuple[dict, dict]:
     ds = load_dataset(DigitsData(name="digits"))
     pool = ds.train
     reference = LogisticRegression(max_iter=3000).fit(pool.images.reshape(len(pool), -1).numpy() / 255.0, pool.labels)
-    idx = subset_indices(pool.labels, ds.num_classes, seed, 0, base, ds.key)
+    idx = real_indices(ds, seed=seed, per_class=base)
     sub = pool.subset(idx)
     with tempfile.TemporaryDirectory() as tmp:
         stats = train_generator(
-            arm.model, arm.train, sub.images, sub.labels, ds.num_classes, Path(tmp), seed, False, progress=False
+            arm.model,
+            arm.train,
+            sub.images,
+            sub.labels,
+            ds.num_classes,
+            Path(tmp),
+            seed=seed,
+            flip=False,
+            progress=False,
         )
         gen = load_generator(Path(tmp))
         runs = {}

@@ -2,6 +2,7 @@
 
     ds = load_dataset(DigitsData(name="digits"))           # Dataset(train, test, val, class_names, flip)
     idx = subset_indices(ds.train.labels, ds.num_classes, seed=0, start=0, count=20, dataset_key=ds.key)
+    base = ds.train.subset(real_indices(ds, seed=0, per_class=20))     # the same 20 per class
 
 Each loader returns numpy arrays; `load_dataset` checks them (dtype, shapes, labels inside the class list),
 resizes to the requested resolution and caches the decoded result as an .npz so a second load is fast.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from study.errors import StudyInputError
 from study.grid import (
     Cifar10Data,
     Cifar100Data,
@@ -33,7 +35,7 @@ from study.paths import default_cache_dir, default_data_root
 from study.store import atomic_write_bytes
 
 
-class DatasetError(ValueError):
+class DatasetError(StudyInputError, ValueError):
     """A dataset cannot be loaded: the message names the file or option and what was expected."""
 
 
@@ -378,7 +380,7 @@ def class_order(labels: torch.Tensor | np.ndarray, num_classes: int, seed: int, 
 
 
 def subset_indices(
-    labels, num_classes: int, seed: int, start: int, count: int, dataset_key: str, class_names=None
+    labels, num_classes: int, *, seed: int, start: int, count: int, dataset_key: str, class_names=None
 ) -> np.ndarray:
     """Pool indices of images start..start+count-1 of every class's fixed order (class-balanced).
     The base of size b is (start=0, count=b); its extra real images are (start=b, count=e)."""
@@ -393,3 +395,12 @@ def subset_indices(
             )
         out.append(order[start : start + count])
     return np.concatenate(out)
+
+
+def real_indices(ds: Dataset, *, seed: int, per_class: int) -> np.ndarray:
+    """Training-pool rows of the seed's real subset of `per_class` images per class: the base, or a base with
+    its extra images (nested: the first `per_class` of every class's fixed order)."""
+    return subset_indices(
+        ds.train.labels, ds.num_classes, seed=seed, start=0, count=per_class, dataset_key=ds.key,
+        class_names=ds.class_names,
+    )  # fmt: skip

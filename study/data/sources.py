@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.data.datasets import Dataset, fit_images, load_dataset, subset_indices
+from study.data.datasets import Dataset, fit_images, load_dataset, real_indices
 from study.grid import GridError, OtherDataset, class_index, dataset_label
 
 TRAIN = "train"
@@ -62,6 +62,7 @@ class TrainingData:
 def generator_data(
     ds: Dataset,
     train_on,
+    *,
     seed: int,
     base_per_class: int | None,
     cache_dir: str | Path | None = None,
@@ -73,7 +74,7 @@ def generator_data(
     if train_on == "base":
         if base_per_class is None:
             raise ValueError("a closed-set generator needs its base size")
-        idx = subset_indices(ds.train.labels, ds.num_classes, seed, 0, base_per_class, ds.key, ds.class_names)
+        idx = real_indices(ds, seed=seed, per_class=base_per_class)
         data = _rows(ds, TRAIN, idx, name, "base")
     elif train_on == "pool":
         data = _rows(ds, TRAIN, np.arange(len(ds.train)), name, "pool")

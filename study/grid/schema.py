@@ -12,13 +12,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from study.errors import StudyInputError
+
 SCHEMA_VERSION = 1  # bump to invalidate every cached artifact deliberately
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RESERVED_ARMS = ("real-only", "real-extra")
 
 
-class GridError(ValueError):
+class GridError(StudyInputError, ValueError):
     """Bad input in a grid file: the message names the file, the key path and what was expected."""
 
 

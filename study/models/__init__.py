@@ -1,1 +1,2 @@
-"""Model layer: the class-conditional diffusion generator (`generator`) and the classifiers (`classifier`)."""
+"""Model layer: the class-conditional diffusion generator (`generator`) and its noise schedule, without torch
+(`noise`), and the classifiers (`classifier`)."""

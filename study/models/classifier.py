@@ -18,7 +18,6 @@ Cost on one CPU thread (measured, `python -m study.bench classifier`): `study_cn
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -34,10 +33,11 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.optim import create_optimizer_v2
 
 from study.data.datasets import Split
+from study.errors import ModelSpecError
 from study.grid import ClassifierSpec, FractionMix, MixSpec, mix_label
 from study.keys import derive_seed
 from study.metrics import classification_metrics
-from study.store import atomic_path, atomic_write_json
+from study.store import CLASSIFIER_META, CLASSIFIER_WEIGHTS, atomic_path, atomic_write_json, read_artifact_json
 
 SMALL_STEM_MAX_PX = 64  # inputs up to this size get the small stem under `stem: auto`
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused SGD and AdamW kernels
@@ -136,13 +136,13 @@ def apply_small_stem(net: nn.Module, arch: str) -> nn.Module:
     ImageNet stems (7x7 stride 2 + max-pool, or a 4x4 patchify) lose 10-15 points at 32 px."""
     first = net.pretrained_cfg.get("first_conv")
     if not first or hasattr(net, "patch_embed"):
-        raise ValueError(
+        raise ModelSpecError(
             f"classifier.stem: {arch!r} has no convolutional stem to shrink (a patch-embedding model?); "
             f"use `stem: stock` and a patch size that fits the resolution"
         )
     conv = _get(net, first)
     if not isinstance(conv, nn.Conv2d):
-        raise ValueError(
+        raise ModelSpecError(
             f"classifier.stem: the first layer {first!r} of {arch!r} is {type(conv).__name__}, not a Conv2d"
         )
     _set(net, first, nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None))
@@ -165,7 +165,7 @@ def _width_kwargs(arch: str, width: int | None) -> dict:
         return {"width": width}
     if arch.startswith(("resnet", "resnext", "wide_resnet", "seresnet")):
         return {"channels": (width, 2 * width, 4 * width, 8 * width)}  # stage widths; timm keeps a 64-wide stem
-    raise ValueError(f"classifier.width: supported for study_cnn and timm ResNet-family models, not {arch!r}")
+    raise ModelSpecError(f"classifier.width: supported for study_cnn and timm ResNet-family models, not {arch!r}")
 
 
 class ImageClassifier(nn.Module):
@@ -198,18 +198,18 @@ def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, reso
     """A freshly initialised timm model `spec.arch` (global RNG: seed it first) with `num_classes` outputs."""
     if not timm.is_model(spec.arch):
         close = timm.list_models(f"*{spec.arch.replace('-', '*')[:12]}*")[:10]
-        raise ValueError(
+        raise ModelSpecError(
             f"classifier.arch: {spec.arch!r} is not a timm model name (e.g. study_cnn, resnet18, resnet10t"
             + (f"; similar: {', '.join(close)}" if close else "")
             + ")"
         )
     kwargs = {"num_classes": num_classes, "in_chans": channels, **_width_kwargs(spec.arch, spec.width)}
     if clash := sorted(set(spec.model_kwargs) & {*kwargs, "pretrained"}):
-        raise ValueError(f"classifier.model_kwargs: {clash} are set by the study (use the classifier keys instead)")
+        raise ModelSpecError(f"classifier.model_kwargs: {clash} are set by the study (use the classifier keys instead)")
     try:
         net = timm.create_model(spec.arch, pretrained=False, **kwargs, **spec.model_kwargs)
     except TypeError as e:  # an argument the model's constructor does not take
-        raise ValueError(f"classifier.model_kwargs: {spec.arch!r} does not accept {spec.model_kwargs}: {e}") from e
+        raise ModelSpecError(f"classifier.model_kwargs: {spec.arch!r} does not accept {spec.model_kwargs}: {e}") from e
     small = spec.stem == "small" or (spec.stem == "auto" and resolution <= SMALL_STEM_MAX_PX)
     if small and spec.arch != "study_cnn":  # study_cnn's stem is already 3x3 stride 1
         net = apply_small_stem(net, spec.arch)
@@ -267,7 +267,7 @@ class BatchSampler:
         self.n_real, self.batch_size = n_real, batch_size
         self.syn_per_batch = 0 if n_syn == 0 or mix == "uniform" else round(mix.fraction * batch_size)
         if n_syn and mix != "uniform" and not 0 < self.syn_per_batch < batch_size:
-            raise ValueError(
+            raise ModelSpecError(
                 f"classifier mix {mix_label(mix)} with batch_size {batch_size} gives {self.syn_per_batch} synthetic "
                 "images per batch; choose a fraction and batch size that leave both real and synthetic images"
             )
@@ -387,7 +387,7 @@ class _Selection:
 
     def __init__(self, spec: ClassifierSpec, steps: int, val: Split | None, num_classes: int):
         if spec.select != "last" and val is None:
-            raise ValueError(
+            raise ModelSpecError(
                 f"classifier.select: {spec.select!r} needs a val split; this dataset has none (use `last`)"
             )
         self.metric, self.val, self.num_classes, self.batch_size = spec.select, val, num_classes, spec.eval_batch_size
@@ -398,7 +398,8 @@ class _Selection:
     def after_step(self, step: int, model: ImageClassifier, device: torch.device) -> None:
         if step not in self.checks:
             return
-        score = evaluate(model, self.val, self.num_classes, device, self.batch_size, prefix="val")[self.metric]
+        score = evaluate(model, self.val, self.num_classes, device=device, batch_size=self.batch_size, prefix="val")
+        score = score[self.metric]
         model.train()
         self.trace.append((step, score))
         if score > self.best_score:
@@ -414,6 +415,7 @@ def train_classifier(
     spec: ClassifierSpec,
     real: Split,
     num_classes: int,
+    *,
     seed: int,
     flip: bool,
     synthetic: Split | None = None,
@@ -505,7 +507,7 @@ def train_classifier(
     if selection.trace:
         stats["val_trace"] = selection.trace
     if val is not None:
-        stats |= evaluate(model, val, num_classes, dev, spec.eval_batch_size, prefix="val")
+        stats |= evaluate(model, val, num_classes, device=dev, batch_size=spec.eval_batch_size, prefix="val")
     return model, stats
 
 
@@ -534,7 +536,7 @@ def _batched(model: nn.Module, fn, images: torch.Tensor, device, batch_size: int
 
 
 def predict_proba(
-    model: ImageClassifier, images: torch.Tensor, num_classes: int, device="auto", batch_size: int = 512
+    model: ImageClassifier, images: torch.Tensor, num_classes: int, *, device="auto", batch_size: int = 512
 ) -> np.ndarray:
     """Class probabilities over the dataset's `num_classes` (outputs for extra mixed classes are dropped first)."""
     model = model.to(resolve_device(device) if isinstance(device, str) else device)
@@ -542,18 +544,26 @@ def predict_proba(
     return torch.softmax(logits.double(), dim=1).numpy()
 
 
-def features(model: ImageClassifier, images: torch.Tensor, device="auto", batch_size: int = 512) -> np.ndarray:
+def features(model: ImageClassifier, images: torch.Tensor, *, device="auto", batch_size: int = 512) -> np.ndarray:
     """Penultimate (pre-logit) features, (N, model.net.num_features)."""
     model = model.to(resolve_device(device) if isinstance(device, str) else device)
     return _batched(model, model.features, images, device, batch_size).numpy()
 
 
 def evaluate(
-    model: ImageClassifier, split: Split, num_classes: int, device="auto", batch_size: int = 512, prefix: str = "test"
+    model: ImageClassifier,
+    split: Split,
+    num_classes: int,
+    *,
+    device="auto",
+    batch_size: int = 512,
+    prefix: str = "test",
 ) -> dict:
     """`{prefix}_acc, _bacc, _auc, _nll, _ece`, `per_class_acc` and `n_{prefix}` on `split` (see study.metrics)."""
     m = classification_metrics(
-        predict_proba(model, split.images, num_classes, device, batch_size), split.labels.numpy(), num_classes
+        predict_proba(model, split.images, num_classes, device=device, batch_size=batch_size),
+        split.labels.numpy(),
+        num_classes,
     )
     per_class, n = m.pop("per_class_acc"), m.pop("n")
     out = {f"{prefix}_{k}": v for k, v in m.items()}
@@ -564,35 +574,30 @@ def evaluate(
 
 # --- save / load -------------------------------------------------------------------------------------------
 
-WEIGHTS, META = "classifier.safetensors", "classifier.json"
 
-
-def save_classifier(
-    model: ImageClassifier, spec: ClassifierSpec, num_classes: int, channels: int, resolution: int, out_dir: Path
-) -> None:
-    """Weights (safetensors, with the input normalisation) and what is needed to rebuild the model (json)."""
+def save_classifier(model: ImageClassifier, spec: ClassifierSpec, out_dir: Path, *, num_classes: int) -> None:
+    """Weights (safetensors, with the input normalisation) and what is needed to rebuild the model (json);
+    `num_classes` is the dataset's (the model may have more outputs: classes made by mixing)."""
     out_dir = Path(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / WEIGHTS) as tmp:
+    with atomic_path(out_dir / CLASSIFIER_WEIGHTS) as tmp:
         save_file(state, str(tmp))
     meta = {
         "spec": spec.model_dump(mode="json"),
         "num_classes": num_classes,
         "num_outputs": model.num_outputs,
-        "channels": channels,
-        "resolution": resolution,
+        "channels": model.channels,
+        "resolution": model.resolution,
     }
-    atomic_write_json(out_dir / META, meta)
+    atomic_write_json(out_dir / CLASSIFIER_META, meta)
 
 
-def load_classifier(out_dir: Path, device="auto") -> ImageClassifier:
+def load_classifier(out_dir: Path, *, device="auto") -> ImageClassifier:
     out_dir = Path(out_dir)
-    if not (out_dir / META).exists():
-        raise FileNotFoundError(f"no saved classifier in {out_dir} ({META} is missing)")
-    meta = json.loads((out_dir / META).read_text())
+    meta = read_artifact_json(out_dir / CLASSIFIER_META, "classifier")
     spec = ClassifierSpec.model_validate(meta["spec"], strict=False)
     model = build_classifier(spec, meta["num_outputs"], meta["channels"], meta["resolution"])
-    model.load_state_dict(load_file(str(out_dir / WEIGHTS)))
+    model.load_state_dict(load_file(str(out_dir / CLASSIFIER_WEIGHTS)))
     dev = resolve_device(device) if isinstance(device, str) else device
     return model.to(dev, memory_format=torch.channels_last).eval()  # as trained: same kernels, same numbers
 

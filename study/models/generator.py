@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import math
 import shutil
 import time
@@ -31,12 +30,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.errors import DeviceError, ModelSpecError
 from study.grid import GeneratorTrainSpec, ModelSpec
 from study.keys import derive_seed
-from study.store import atomic_path, atomic_write_json
-
-CHECKPOINT = "checkpoint.pt"  # training state while a run is in progress; deleted once the model is saved
-META = "generator.json"  # written last: the saved model is complete once this exists
+from study.models.noise import scheduler_config
+from study.store import (
+    GENERATOR_CHECKPOINT,
+    GENERATOR_META,
+    SCHEDULER_DIR,
+    UNET_DIR,
+    atomic_path,
+    atomic_write_json,
+    read_artifact_json,
+    read_json,
+)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -76,10 +83,20 @@ def check_resolution(model: ModelSpec, resolution: int) -> None:
     """Every downsampling halves the feature map; it must stay whole and at least 2 pixels a side."""
     downs = len(preset_channels(model)) - 1
     if resolution % 2**downs or resolution // 2**downs < 2:
-        raise ValueError(
+        raise ModelSpecError(
             f"model.preset: {model.preset!r} (block widths {list(preset_channels(model))}) downsamples "
             f"{downs} times, so it needs a resolution that is a multiple of {2**downs} and at least "
             f"{2 ** (downs + 1)} px; got resolution {resolution}. Pick a smaller preset or set dataset.resolution."
+        )
+
+
+def check_model(model: ModelSpec, resolution: int) -> None:
+    """The settings `build_unet` needs, checked without building it (the runner's pre-flight does this)."""
+    check_resolution(model, resolution)
+    widths, groups = preset_channels(model), PRESETS[model.preset].norm_groups
+    if any(w % groups for w in widths):
+        raise ModelSpecError(
+            f"model.channels: every block width must be a multiple of {groups} (GroupNorm), got {list(widths)}"
         )
 
 
@@ -87,12 +104,10 @@ def build_unet(model: ModelSpec, resolution: int, channels: int, num_classes: in
     """A `UNet2DModel` with a class table of `num_classes + 1` rows (the last is the null class)."""
     from diffusers import UNet2DModel
 
-    check_resolution(model, resolution)
+    check_model(model, resolution)
     preset = PRESETS[model.preset]
     widths = preset_channels(model)
     groups = preset.norm_groups
-    if any(w % groups for w in widths):
-        raise ValueError(f"model.channels: every block width must be a multiple of {groups} (GroupNorm), got {widths}")
     levels = len(widths)
     attn = [levels - 1 - i in preset.attention for i in range(levels)]  # top to bottom
     unet = UNet2DModel(
@@ -138,7 +153,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} was asked for but CUDA is not available on this machine")
+        raise DeviceError(f"device: {device!r} was asked for but CUDA is not available on this machine")
     return torch.device(device)
 
 
@@ -162,23 +177,12 @@ def autocast(device: torch.device, precision: str):
 
 # --- noise schedule ----------------------------------------------------------------------------------
 
-_BETAS = {  # diffusers beta_schedule and the betas of each named schedule
-    "linear": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},  # DDPM (Ho et al. 2020)
-    "cosine": {"beta_schedule": "squaredcos_cap_v2"},  # improved DDPM (Nichol & Dhariwal 2021)
-    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-}
-
 
 def noise_scheduler(model: ModelSpec, train: GeneratorTrainSpec):
+    """The training noise schedule (study.models.noise holds its settings)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(
-        num_train_timesteps=train.timesteps,
-        prediction_type=model.prediction,
-        clip_sample=True,  # samplers that predict x0 (DDPM, DDIM) keep it inside the pixel range
-        timestep_spacing="trailing",  # few-step samplers start at the last timestep (Lin et al. 2024)
-        **_BETAS[train.noise_schedule],
-    )
+    return DDPMScheduler(**scheduler_config(model, train))
 
 
 # --- the loaded generator ----------------------------------------------------------------------------
@@ -250,20 +254,17 @@ class Generator:
         return a, (sigma.float().view(n, 1, 1, 1).to(self.device) * a)
 
 
-def load_generator(out_dir: Path, device: str = "auto") -> Generator:
+def load_generator(out_dir: Path, *, device: str = "auto") -> Generator:
     """Load a generator saved by `train_generator` (diffusers `from_pretrained`)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
     out_dir = Path(out_dir)
-    meta_file = out_dir / META
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{meta_file} not found: {out_dir} holds no finished generator")
-    meta = json.loads(meta_file.read_text())
+    meta = read_artifact_json(out_dir / GENERATOR_META, "generator")
     dev = resolve_device(device)
-    unet = UNet2DModel.from_pretrained(out_dir / "unet").to(dev).eval().requires_grad_(False)
+    unet = UNet2DModel.from_pretrained(out_dir / UNET_DIR).to(dev).eval().requires_grad_(False)
     num_classes = meta["num_classes"]
     check_conditioning(unet, meta["resolution"], meta["channels"], num_classes)
-    scheduler = DDPMScheduler.from_pretrained(out_dir / "scheduler")
+    scheduler = DDPMScheduler.from_pretrained(out_dir / SCHEDULER_DIR)
     table = unet.class_embedding.weight.detach().clone()
     unet.class_embedding = nn.Identity()  # the UNet now adds whatever condition vector it is given
     precision = resolve_precision("auto", dev)
@@ -332,6 +333,7 @@ def train_generator(
     labels: torch.Tensor,
     num_classes: int,
     out_dir: Path,
+    *,
     seed: int,
     flip: bool,
     device: str = "auto",
@@ -345,8 +347,9 @@ def train_generator(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    if (out_dir / META).exists():  # finished earlier (the caller's done marker may not have been written)
-        return json.loads((out_dir / META).read_text())["train_stats"]
+    finished = read_json(out_dir / GENERATOR_META)
+    if finished is not None:  # trained earlier (the caller's done marker may not have been written)
+        return finished["train_stats"]
     check_training_data(images, labels, num_classes)
     dev = resolve_device(device)
     precision = resolve_precision(train.precision, dev)
@@ -367,7 +370,7 @@ def train_generator(
 
     # Resume.
     start = 0
-    ckpt_file = out_dir / CHECKPOINT
+    ckpt_file = out_dir / GENERATOR_CHECKPOINT
     if ckpt_file.exists():
         state = torch.load(ckpt_file, map_location=dev, weights_only=False)
         unet.load_state_dict(state["unet"])
@@ -442,7 +445,9 @@ def train_generator(
         "device": str(dev),
         "parameters": n_params,
     }
-    save_model(unet, scheduler, out_dir, num_classes, resolution, channels, model, stats)
+    save_model(
+        unet, scheduler, out_dir, num_classes=num_classes, model=model.model_dump(mode="json"), train_stats=stats
+    )
     ckpt_file.unlink(missing_ok=True)
     return stats
 
@@ -461,20 +466,26 @@ def save_checkpoint(path: Path, unet, optimizer, lr_schedule, ema, scaler, step:
         torch.save(state, tmp)
 
 
-def save_model(unet, scheduler, out_dir: Path, num_classes, resolution, channels, model: ModelSpec, stats) -> None:
-    for name, obj in (("unet", unet), ("scheduler", scheduler)):
-        target = out_dir / name
-        with atomic_dir(target) as tmp:
-            obj.save_pretrained(tmp, **({"safe_serialization": True} if name == "unet" else {}))
+def save_model(
+    unet, scheduler, out_dir: Path, *, num_classes: int, model: dict | None, train_stats: dict, **extra
+) -> None:
+    """A study generator directory: the UNet (with its class table of `num_classes` + null rows) and the noise
+    schedule in diffusers format, then generator.json, which marks it complete. `model` is the ModelSpec it was
+    built from (None for a pretrained UNet); `extra` goes into generator.json beside it."""
+    for name, obj in ((UNET_DIR, unet), (SCHEDULER_DIR, scheduler)):
+        with atomic_dir(out_dir / name) as tmp:
+            obj.save_pretrained(tmp, **({"safe_serialization": True} if name == UNET_DIR else {}))
+    size = unet.config.sample_size
     meta = {
         "num_classes": num_classes,
         "null_class": num_classes,
-        "resolution": resolution,
-        "channels": channels,
-        "model": model.model_dump(mode="json"),
-        "train_stats": stats,
+        "resolution": size if isinstance(size, int) else size[0],
+        "channels": unet.config.in_channels,
+        "model": model,
+        "train_stats": train_stats,
+        **extra,
     }
-    atomic_write_json(out_dir / META, meta)
+    atomic_write_json(out_dir / GENERATOR_META, meta)
 
 
 @contextlib.contextmanager

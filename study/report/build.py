@@ -30,7 +30,7 @@ from statsmodels.stats.proportion import proportion_confint
 from study.analysis import equivalence
 from study.grid import GridError, deep_merge, load_grid
 from study.report import plots
-from study.store import atomic_write_text, read_json
+from study.store import CONFIG, DONE, PREVIEW, PROVENANCE, Store, atomic_write_text, read_json
 
 # The range each metric lives in: t intervals are clipped to it.
 RANGES = {"test_acc": (0, 1), "test_bacc": (0, 1), "test_auc": (0, 1), "test_nll": (0, np.inf), "test_ece": (0, 1)}
@@ -342,11 +342,6 @@ def published_match(res: Results) -> tuple[str, str] | None:
 # --- provenance --------------------------------------------------------------------------------------
 
 
-def find_artifact(store: Path, stage: str, key: str) -> Path | None:
-    matches = sorted((store / stage).glob(f"*__{key[:12]}"))
-    return matches[0] if matches else None
-
-
 def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     """The artifacts this grid's cells reference: classifier (cell_key), samples, generator, and the
     reference classifier named in the sample sets' config.json."""
@@ -357,8 +352,8 @@ def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     out = {"classifier": keys("cell_key"), "samples": keys("samples_key"), "generator": keys("generator_key")}
     out["reference"] = set()
     for key in out["samples"]:
-        d = find_artifact(store, "samples", key)
-        config = read_json(d / "config.json", ReportError) if d else None
+        d = Store(store).find("samples", key)
+        config = read_json(d / CONFIG, ReportError) if d else None
         if config and config.get("reference"):
             out["reference"].add(config["reference"])
     return out
@@ -373,11 +368,11 @@ def provenance_section(res: Results) -> list[str]:
     for stage in STAGES:
         seconds, found, devices = 0.0, 0, set()
         for key in sorted(refs[stage]):
-            d = find_artifact(res.store, stage, key)
-            done = read_json(d / "done.json", ReportError) if d else None
+            d = Store(res.store).find(stage, key)
+            done = read_json(d / DONE, ReportError) if d else None
             if done is None:
                 continue
-            prov = read_json(d / "provenance.json", ReportError) or {}
+            prov = read_json(d / PROVENANCE, ReportError) or {}
             found += 1
             seconds += float(done.get("seconds") or 0.0)
             devices.add(str(prov.get("device", "?")))
@@ -428,10 +423,10 @@ def sample_previews(res: Results, done: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (arm, base), g in syn.groupby(["arm", "base_per_class"], sort=False):
         for r in g.itertuples():
-            d = find_artifact(res.store, "samples", str(r.samples_key))
-            if d is not None and (d / "preview.png").exists():
+            d = Store(res.store).find("samples", str(r.samples_key))
+            if d is not None and (d / PREVIEW).exists():
                 rows.append({"arm": arm, "base_per_class": base, "seed": r.seed, "key": r.samples_key,
-                             "path": d / "preview.png"})  # fmt: skip
+                             "path": d / PREVIEW})  # fmt: skip
                 break
     if not rows:
         return pd.DataFrame(columns=cols)

@@ -10,7 +10,8 @@
 Every artifact is cached by content under RESULTS/store: stopping (Ctrl-C, SIGKILL) and running the same
 command again finishes the grid with the same numbers; a second identical run computes nothing.
 Exit codes: 0 all cells done; 1 some cells failed (the others are done and kept); 2 bad input;
-130 interrupted.
+130 interrupted. Bad input is a `study.errors.StudyInputError`; any other exception is a bug and ends the
+run with its traceback (inside a cell: the cell fails, exit 1).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from study.grid import GridError, expand, load_grid
+from study.errors import BackendError, StudyInputError
+from study.grid import expand, load_grid
 from study.runner.collect import write_table
 from study.runner.plan import Plan, describe, make_plan
 from study.runner.preflight import BadInput
@@ -68,12 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
         if args.jobs < 1:
             raise BadInput(f"--jobs {args.jobs}: expected a positive number of workers")
-    except (GridError, BadInput) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        plan = make_plan(grid, expand(grid))
-    except GridError as exc:  # e.g. a pretrained model's local directory that does not exist
+        plan = make_plan(grid, expand(grid))  # reads pretrained models' local directories (their keys)
+    except StudyInputError as exc:  # only input errors: a bug elsewhere propagates with its traceback
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     store = Store(Path(args.results) / "store")
@@ -105,7 +103,7 @@ def _compute(plan: Plan, todo, store: Store, results_dir: Path, args) -> int:
     )
     try:
         n_classes = check_inputs(plan, ctx)
-    except BadInput as exc:
+    except StudyInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -132,7 +130,7 @@ def _compute(plan: Plan, todo, store: Store, results_dir: Path, args) -> int:
         write_table(plan, store, results_dir, n_classes)
         print("\ninterrupted: finished artifacts are kept; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except RuntimeError as exc:  # a backend that cannot start (missing extra, unreachable scheduler)
+    except BackendError as exc:  # a backend that cannot start (missing extra, unreachable scheduler)
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -15,11 +15,19 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from study.grid import Cell, Grid, mix_label
+from study.grid import Cell, Grid, dataset_label, mix_label
 from study.runner.plan import Plan
-from study.store import DONE, ERROR, Store, atomic_write_bytes, atomic_write_json, read_json
-
-SAMPLES_META = "samples.json"  # study.sampling.sampler.META, not imported: that module needs torch
+from study.store import (
+    DONE,
+    ERROR,
+    METRICS,
+    SAMPLES_META,
+    TRAIN_STATS,
+    Store,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+)
 
 COLUMNS = [
     "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
@@ -68,14 +76,14 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
     grid = plan.grid
     node = plan.nodes[plan.cell_node[cell]]
     d = store.path(node.art)
-    metrics = read_json(d / "metrics.json") if (d / DONE).exists() else None
+    metrics = read_json(d / METRICS) if (d / DONE).exists() else None
     error = None if metrics else _first_error(store, plan, node.key)
     if metrics is None and error is None:
         return None  # not attempted yet
     k = (metrics or {}).get("num_classes", n_classes)
     row = {
         "cell": cell.label,
-        "dataset": grid.dataset.name if grid.dataset.name != "medmnist" else grid.dataset.flavor,
+        "dataset": dataset_label(grid.dataset),
         "seed": cell.seed,
         "base_per_class": cell.base_per_class,
         "arm": cell.arm,
@@ -104,7 +112,7 @@ def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
     samples = plan.nodes[samples_key]
     gen = plan.nodes[samples.art.config["generator"]]
     meta = read_json(store.path(samples.art) / SAMPLES_META) or {}
-    stats = read_json(store.path(gen.art) / "train_stats.json") or {}
+    stats = read_json(store.path(gen.art) / TRAIN_STATS) or {}
     diagnostics = meta.get("diagnostics", {})
     weights = diagnostics.get("weights") or [None, None]
     return {
@@ -123,7 +131,7 @@ def known_num_classes(plan: Plan, store: Store) -> int | None:
     """The class count from any finished classifier or reference (None when nothing is done yet)."""
     for node in plan.nodes.values():
         if node.stage in ("classifier", "reference"):
-            metrics = read_json(store.path(node.art) / "metrics.json")
+            metrics = read_json(store.path(node.art) / METRICS)
             if metrics and "num_classes" in metrics:
                 return metrics["num_classes"]
     return None

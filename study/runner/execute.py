@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from study.errors import BackendError
 from study.runner.plan import Node, Plan
 from study.runner.stages import Context, Outcome, build_node, fail_node
 
@@ -56,7 +57,8 @@ def cpu_count() -> int:
 @contextmanager
 def backend_session(backend: str, jobs: int, address: str | None) -> Iterator[str]:
     """Set up the joblib backend: loky (local processes), dask (an existing scheduler at `address`, or a
-    local cluster), or ray (`address` or a local instance). Yields the joblib backend name."""
+    local cluster), or ray (`address` or a local instance). Yields the joblib backend name. A backend that
+    cannot start (its extra missing, the scheduler unreachable) raises BackendError."""
     if backend == "loky":
         yield "loky"
         return
@@ -64,13 +66,18 @@ def backend_session(backend: str, jobs: int, address: str | None) -> Iterator[st
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError as exc:
-            raise RuntimeError("--backend dask needs the dask extra: pip install 'study[dask]'") from exc
+            raise BackendError("--backend dask needs the dask extra: pip install 'study[dask]'") from exc
         cluster = (
             None
             if address
             else LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
         )
-        client = Client(address or cluster)
+        try:
+            client = Client(address or cluster)
+        except OSError as exc:  # distributed raises OSError (a TimeoutError) for a scheduler it cannot reach
+            if cluster is not None:
+                cluster.close()
+            raise BackendError(f"--address {address}: cannot connect to the Dask scheduler ({exc})") from exc
         try:
             yield "dask"
         finally:
@@ -82,9 +89,12 @@ def backend_session(backend: str, jobs: int, address: str | None) -> Iterator[st
         import ray
         from ray.util.joblib import register_ray
     except ImportError as exc:
-        raise RuntimeError("--backend ray needs the ray extra: pip install 'study[ray]'") from exc
+        raise BackendError("--backend ray needs the ray extra: pip install 'study[ray]'") from exc
     register_ray()
-    ray.init(address=address, num_cpus=None if address else jobs, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        ray.init(address=address, num_cpus=None if address else jobs, ignore_reinit_error=True, log_to_driver=False)
+    except ConnectionError as exc:  # ray's error for an address where no cluster answers
+        raise BackendError(f"--address {address}: cannot connect to the Ray cluster ({exc})") from exc
     try:
         yield "ray"
     finally:

@@ -15,8 +15,18 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from study.grid import SCHEMA_VERSION, AugGenSearch, Cell, Grid, dataset_identity, dataset_label, mix_label
+from study.grid import (
+    SCHEMA_VERSION,
+    TEXT2IMAGE_OPTIONS,
+    Cell,
+    Grid,
+    dataset_identity,
+    dataset_label,
+    mix_label,
+)
 from study.keys import canonical_json
+from study.models.noise import alphas_cumprod, scheduler_config
+from study.sampling import cost
 from study.store import Artifact, Store
 
 # Settings that never change a stage's results, dropped from keys.
@@ -238,6 +248,29 @@ def describe(plan: Plan, store: Store) -> str:
     return "\n".join(lines)
 
 
+def sample_nfe_per_image(grid: Grid, node: Node) -> float:
+    """Network evaluations per kept image of a sample-set node, counted by the functions the sampler records
+    `nfe_per_image` with (study.sampling.cost): exact for a trained generator (its noise schedule is known in
+    closed form; see cost for Heun's one caveat); for a pretrained model, whose schedule is known only once
+    it is fetched, with `steps` trajectory steps (Heun: the upper bound 2 * steps - 1), counted as a
+    class-conditional UNet unless the arm says text2image (kind, or prompt options)."""
+    arm = grid.generators[node.arm]
+    spec = arm.sample
+    if arm.pretrained is None:
+        config = scheduler_config(arm.model, arm.train)
+        return cost.nfe_per_image(
+            spec, cost.trajectory_length(spec.sampler, spec.steps, config, alphas_cumprod(config))
+        )
+    trajectory = cost.trajectory_length(spec.sampler, spec.steps, None, None)
+    pretrained = arm.pretrained
+    prompted = pretrained.kind == "text2image" or bool(pretrained.model_fields_set & set(TEXT2IMAGE_OPTIONS))
+    if prompted:
+        volume = node.volume_per_class
+        drawn = cost.candidates_per_class(volume, pretrained.filter.drop if pretrained.filter else None)
+        return cost.pipeline_nfe_per_image(spec, trajectory) * drawn / volume
+    return cost.nfe_per_image(spec, trajectory)
+
+
 def _work(plan: Plan, todo: list[Node]) -> str:
     grid = plan.grid
     gen_images = sum(
@@ -245,23 +278,17 @@ def _work(plan: Plan, todo: list[Node]) -> str:
         for n in todo
         if n.stage == "generator" and grid.generators[n.arm].pretrained is None
     )
-    nfe = search = 0
+    nfe = search = 0.0
     for n in todo:
         if n.stage == "samples":
-            s = grid.generators[n.arm].sample
-            steps = 2 * s.steps - 1 if s.sampler == "heun" else s.steps  # Heun: two evaluations but the last step
-            # class (+ null with guidance), + class j for ScoreMix
-            per_image = steps * (1 + (s.guidance not in (0.0, 1.0)) + (s.strategy == "scoremix" and s.guidance != 0))
+            per_image = sample_nfe_per_image(grid, n)
             nfe += per_image * n.volume_per_class
-            if s.searches:  # AugGen's alpha/beta grid: points x pairs x images, once per sample set
-                opts = s.search or AugGenSearch()
-                points = (int(1.0 / opts.step + 1e-9) + 1) ** ((s.mix_alpha == "search") + (s.mix_beta == "search"))
-                search += per_image * points * opts.pairs * opts.images
+            search += per_image * cost.search_images(grid.generators[n.arm].sample)  # AugGen: once per set
     clf = grid.classifier
     clf_steps = sum(1 for n in todo if n.stage in ("classifier", "reference"))
     budget = f"{clf.steps} steps x {clf.batch_size}" if clf.steps else f"{clf.epochs} epochs"
-    searching = f" (+ {search:,} for AugGen's alpha/beta search)" if search else ""
+    searching = f" (+ {search:,.0f} for AugGen's alpha/beta search)" if search else ""
     return (
-        f"generator training {gen_images:,} images; sampling {nfe:,} network evaluations per class{searching}; "
+        f"generator training {gen_images:,} images; sampling {nfe:,.0f} network evaluations per class{searching}; "
         f"{clf_steps} classifiers of {budget}"
     )

@@ -1,39 +1,51 @@
 """Pre-flight: every input check the run makes before computing anything, so bad input fails once, up front
-(exit 2), instead of as a hundred failed cells: the dataset loads, every subset fits, open-set sources and
-pretrained models resolve, the classifier can be built.
+(exit 2), instead of as a hundred failed cells: the device exists, the dataset loads, every subset fits,
+open-set sources and pretrained models resolve, the generators' and the classifier's settings build a model.
+Only input errors (`study.errors.StudyInputError`) become `BadInput`; any other exception is a bug and
+propagates with its traceback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from study.data.datasets import Dataset, DatasetError, load_dataset
+from study.data.datasets import Dataset, DatasetError, load_dataset, real_indices
 from study.data.sources import OpenSetError, map_classes
+from study.errors import StudyInputError
 from study.grid import OtherDataset, dataset_label
 from study.hub import offline
 from study.runner.plan import Plan
 from study.sampling.pretrained import fetch
 
 
-class BadInput(Exception):
+class BadInput(StudyInputError):
     """Raised before any computation: the message names the file or option and what was expected."""
 
 
 def check_inputs(plan: Plan, ctx) -> int:
-    """Load the dataset and check every subset fits, so bad input fails once, up front (exit 2), instead
-    of as a hundred failed cells. Returns the number of classes."""
-    from study.data.datasets import subset_indices
+    """Check everything the cells will read, so bad input fails once, up front (exit 2). Returns the number
+    of classes."""
     from study.models.classifier import build_classifier
+    from study.models.generator import check_model
+    from study.runner.stages import resolve_device
 
     try:
+        resolve_device(ctx.device)
         ds = ctx.dataset()
         largest = max(c.base_per_class + c.extra_per_class for c in plan.cells)
-        subset_indices(ds.train.labels, ds.num_classes, plan.grid.seeds[0], 0, largest, ds.key, ds.class_names)
+        real_indices(ds, seed=plan.grid.seeds[0], per_class=largest)  # class sizes are the same for every seed
         check_sources(plan.grid, ds, Path(ctx.store_root) / "dataset")  # open-set arms: mappings, offline models
-        # The classifier once (arch, width, model_kwargs), so a typo fails here and not in every cell.
-        build_classifier(plan.grid.classifier, ds.num_classes, ds.train.images.shape[1], ds.train.images.shape[-1])
-    except ValueError as exc:  # DatasetError, GridError and the classifier's errors name the key
-        raise BadInput(f"{plan.grid.name}: {exc}") from None
+        # Each model once (preset and resolution; arch, width, model_kwargs), so a typo fails here and not in
+        # every cell.
+        for arm, gen in plan.grid.generators.items():
+            if gen.pretrained is None:
+                try:
+                    check_model(gen.model, ds.resolution)
+                except StudyInputError as exc:
+                    raise BadInput(f"generators.{arm}.{exc}") from exc
+        build_classifier(plan.grid.classifier, ds.num_classes, ds.channels, ds.resolution)
+    except StudyInputError as exc:
+        raise BadInput(f"{plan.grid.name}: {exc}") from exc
     return ds.num_classes
 
 

@@ -7,20 +7,18 @@ the done marker and provenance.
 
 from __future__ import annotations
 
-import json
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from study.data.datasets import Dataset, Split, load_dataset, subset_indices
-from study.grid import Grid, dataset_label
+from study.data.datasets import Dataset, Split, load_dataset, real_indices
+from study.errors import DeviceError
+from study.grid import Grid, MixSpec, dataset_label
 from study.keys import derive_seed, key_of
 from study.runner.plan import Node
-from study.store import Store, atomic_write_json
-
-METRICS = "metrics.json"
+from study.store import CLASSIFIER_WEIGHTS, CONFIG, DONE, METRICS, TRAIN_STATS, Store, atomic_write_json, read_json
 
 
 class ParentFailed(RuntimeError):
@@ -58,7 +56,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available on this machine")
+        raise DeviceError(f"device {device!r} was asked for but CUDA is not available on this machine")
     return device
 
 
@@ -67,28 +65,34 @@ def resolve_device(device: str) -> str:
 
 def real_subset(ds: Dataset, seed: int, per_class: int) -> Split:
     """The first `per_class` images of every class in the seed's fixed order (nested subsets)."""
-    idx = subset_indices(ds.train.labels, ds.num_classes, seed, 0, per_class, ds.key, ds.class_names)
-    return ds.train.subset(idx)
+    return ds.train.subset(real_indices(ds, seed=seed, per_class=per_class))
+
+
+def train_and_score(
+    ctx: Context, ds: Dataset, real: Split, out: Path, *, seed: int, save: bool, synthetic: Split | None = None,
+    mix: MixSpec = "uniform",
+) -> dict:  # fmt: skip
+    """Train the grid's classifier on `real` (+ `synthetic`, batches mixed by `mix`), save it when `save` (its
+    embedding space serves pair selection and the conditional-accuracy diagnostic), and return its test
+    metrics with the training stats, as metrics.json holds them."""
+    from study.models.classifier import evaluate, save_classifier, train_classifier
+
+    spec = ctx.grid.classifier
+    model, stats = train_classifier(
+        spec, real, ds.num_classes, seed=seed, flip=ds.flip, synthetic=synthetic, mix=mix, val=ds.val,
+        device=ctx.device, progress=ctx.progress,
+    )  # fmt: skip
+    if save:
+        save_classifier(model, spec, out, num_classes=ds.num_classes)
+    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
+    return {**metrics, "train": stats, "num_classes": ds.num_classes}
 
 
 def build_reference(node: Node, ctx: Context, out: Path) -> dict:
-    from study.models.classifier import evaluate, save_classifier, train_classifier
-
     ds = ctx.dataset()
-    model, stats = train_classifier(
-        ctx.grid.classifier,
-        ds.train,
-        ds.num_classes,
-        derive_seed("reference", node.key),
-        ds.flip,
-        val=ds.val,
-        device=ctx.device,
-        progress=ctx.progress,
-    )
-    save_classifier(model, ctx.grid.classifier, ds.num_classes, ds.channels, ds.resolution, out)
-    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
-    atomic_write_json(out / METRICS, {**metrics, "train": stats, "num_classes": ds.num_classes})
-    return {"train": stats}
+    metrics = train_and_score(ctx, ds, ds.train, out, seed=derive_seed("reference", node.key), save=True)
+    atomic_write_json(out / METRICS, metrics)
+    return {"train": metrics["train"]}
 
 
 def build_generator(node: Node, ctx: Context, out: Path) -> dict:
@@ -97,14 +101,15 @@ def build_generator(node: Node, ctx: Context, out: Path) -> dict:
     if spec.pretrained is not None:  # used as it is: resolved and recorded (a class-conditional UNet re-saved)
         from study.sampling.pretrained import prepare_pretrained
 
-        return {"pretrained": prepare_pretrained(spec.pretrained, ds, out, f"generators.{node.arm}")}
+        return {"pretrained": prepare_pretrained(spec.pretrained, ds, out, where=f"generators.{node.arm}")}
     from study.data.sources import eval_duplicates, generator_data
     from study.models.generator import train_generator
 
     # Training splits only (generator_data checks): the base, the whole pool, or another dataset's mapped classes.
-    cache, name = Path(ctx.store_root) / "dataset", dataset_label(ctx.grid.dataset)
-    data = generator_data(ds, spec.train_on, node.seed, node.base_per_class, cache, name)
-    flip = ds.flip if spec.train.flip is None else spec.train.flip
+    data = generator_data(
+        ds, spec.train_on, seed=node.seed, base_per_class=node.base_per_class,
+        cache_dir=Path(ctx.store_root) / "dataset", name=dataset_label(ctx.grid.dataset),
+    )  # fmt: skip
     stats = train_generator(
         spec.model,
         spec.train,
@@ -113,7 +118,7 @@ def build_generator(node: Node, ctx: Context, out: Path) -> dict:
         ds.num_classes,
         out,
         seed=derive_seed("generator", node.key),
-        flip=flip,
+        flip=ds.flip if spec.train.flip is None else spec.train.flip,
         device=ctx.device,
         progress=ctx.progress,
     )
@@ -123,7 +128,7 @@ def build_generator(node: Node, ctx: Context, out: Path) -> dict:
         "train_data": data.describe(),
         "eval_duplicates": eval_duplicates(data.images, ds),  # byte-identical to a study test/val image
     }
-    atomic_write_json(out / "train_stats.json", {**stats, **seen})
+    atomic_write_json(out / TRAIN_STATS, {**stats, **seen})
     return {"train": stats}
 
 
@@ -142,13 +147,14 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
     store, config = ctx.store, node.art.config
     gen_dir = _parent_dir(store, node, "generator")
     ref_dir = _parent_dir(store, node, "reference")
-    ds_classes = json.loads((ref_dir / METRICS).read_text())["num_classes"]
+    ds_classes = read_json(ref_dir / METRICS)["num_classes"]
     reference = load_classifier(ref_dir, device=ctx.device)
 
     def score(images: torch.Tensor):
         return predict_proba(reference, images, ds_classes, device=ctx.device)
 
     arm = ctx.grid.generators[node.arm]
+    volume, seed_root = config["volume_per_class"], sample_seed_root(node)
     fit = None
     if arm.pretrained is not None:
         from study.data.datasets import fit_images
@@ -158,9 +164,9 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
         where = f"generators.{node.arm}"
         if pretrained_kind(gen_dir) == "text2image":
             info = build_text2image_samples(
-                gen_dir, arm.pretrained, arm.sample, ds.class_names, config["volume_per_class"],
-                sample_seed_root(node), out, channels=ds.channels, resolution=ds.resolution, score=score,
-                device=ctx.device, progress=ctx.progress, where=where,
+                gen_dir, arm.pretrained, arm.sample, ds.class_names, volume, seed_root, out,
+                channels=ds.channels, resolution=ds.resolution, score=score, device=ctx.device,
+                progress=ctx.progress, where=where,
             )  # fmt: skip
             return {"sampling": info}
         check_guidance(gen_dir, arm.sample, where)
@@ -168,36 +174,27 @@ def build_samples(node: Node, ctx: Context, out: Path) -> dict:
         def fit(images: torch.Tensor) -> torch.Tensor:  # a UNet of another size or channel count
             return fit_images(images, ds.channels, ds.resolution)
 
-    spec = arm.sample
     info = build_sample_set(
-        gen_dir,
-        spec,
-        config["volume_per_class"],
-        sample_seed_root(node),
-        out,
-        score=score,
-        device=ctx.device,
-        progress=ctx.progress,
-        space=pair_space(node, ctx) if "classifier" in config else None,
-        fit=fit,
-    )
+        gen_dir, arm.sample, volume, seed_root, out, score=score, device=ctx.device, progress=ctx.progress,
+        space=pair_space(node, ctx) if "classifier" in config else None, fit=fit,
+    )  # fmt: skip
     return {"sampling": info}
 
 
 def pair_space(node: Node, ctx: Context):
     """The embedding space of the real-only classifier a sample set depends on: its penultimate features and
     the class centroids of the real images it was trained on (study.sampling.pairs)."""
-    from study.models.classifier import WEIGHTS, features, load_classifier
+    from study.models.classifier import features, load_classifier
     from study.sampling.pairs import class_space
 
     clf_dir = _parent_dir(ctx.store, node, "classifier")
-    if not (clf_dir / WEIGHTS).exists():
+    if not (clf_dir / CLASSIFIER_WEIGHTS).exists():
         raise ParentFailed(
             f"the real-only classifier {clf_dir.name} has no saved weights (computed by an older version); "
             "rerun with --force to recompute it"
         )
     clf = load_classifier(clf_dir, device=ctx.device)
-    trained_on = json.loads((clf_dir / "config.json").read_text())
+    trained_on = read_json(clf_dir / CONFIG)
     ds = ctx.dataset()
     real = real_subset(ds, trained_on["seed"], trained_on["real_per_class"])
     return class_space(
@@ -206,8 +203,7 @@ def pair_space(node: Node, ctx: Context):
 
 
 def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
-    from study.models.classifier import evaluate, save_classifier, train_classifier
-    from study.sampling.sampler import load_sample_set
+    from study.sampling.sample_set import load_sample_set
 
     ds = ctx.dataset()
     config = node.art.config
@@ -215,35 +211,17 @@ def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
     synthetic, mix = None, "uniform"
     if "samples" in config:
         samples_dir = _parent_dir(ctx.store, node, "samples")
-        synthetic = load_sample_set(samples_dir, config["volume_per_class"], config.get("labels", "new-class"))
+        synthetic = load_sample_set(samples_dir, config["volume_per_class"], labels=config.get("labels", "new-class"))
         gen = ctx.grid.generators[node.arm]
         mix = gen.mix or ctx.grid.classifier.mix
-    model, stats = train_classifier(
-        ctx.grid.classifier,
-        real,
-        ds.num_classes,
-        derive_seed("classifier", node.key),
-        ds.flip,
-        synthetic=synthetic,
+    # A real-only classifier is saved: its embedding space serves pair selection (pair_space).
+    metrics = train_and_score(
+        ctx, ds, real, out, seed=derive_seed("classifier", node.key), save=synthetic is None, synthetic=synthetic,
         mix=mix,
-        val=ds.val,
-        device=ctx.device,
-        progress=ctx.progress,
-    )
-    if synthetic is None:  # a real-only classifier: its embedding space serves pair selection (pair_space)
-        save_classifier(model, ctx.grid.classifier, ds.num_classes, ds.channels, ds.resolution, out)
-    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
-    atomic_write_json(
-        out / METRICS,
-        {
-            **metrics,
-            "train": stats,
-            "num_classes": ds.num_classes,
-            "n_train_real": len(real),
-            "n_train_syn": 0 if synthetic is None else len(synthetic),
-        },
-    )
-    return {"train": stats}
+    )  # fmt: skip
+    n_syn = 0 if synthetic is None else len(synthetic)
+    atomic_write_json(out / METRICS, {**metrics, "n_train_real": len(real), "n_train_syn": n_syn})
+    return {"train": metrics["train"]}
 
 
 BUILDERS = {
@@ -257,10 +235,10 @@ BUILDERS = {
 def _parent_dir(store: Store, node: Node, stage: str) -> Path:
     """The directory of the node's parent in `stage` (parents are done before children run)."""
     key = node.art.config[stage]
-    matches = list((store.root / stage).glob(f"*__{key[:12]}"))
-    if not matches or not (matches[0] / "done.json").exists():
+    found = store.find(stage, key)
+    if found is None or not (found / DONE).exists():
         raise ParentFailed(f"{stage} {key[:12]} needed by {node.art.slug} is not done")
-    return matches[0]
+    return found
 
 
 # --- running one node ----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ is a GPU job (~1-2 s per image on one A100-class GPU, minutes per image on this 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,11 +42,17 @@ from study.grid import (
     class_index,
 )
 from study.hub import PretrainedError, local_dir, offline
-from study.store import atomic_write_json, read_json
-
-PRETRAINED_META = "pretrained.json"  # in the generator artifact: what was resolved, and to where
-TRAIN_STATS = "train_stats.json"
-
+from study.sampling.cost import candidates_per_class, pipeline_nfe_per_image, trajectory_length
+from study.sampling.sample_set import conditional_accuracy, sample_seeds, set_layout, write_sample_set
+from study.store import (
+    GENERATOR_META,
+    PRETRAINED_META,
+    SCHEDULER_DIR,
+    TRAIN_STATS,
+    UNET_DIR,
+    atomic_write_json,
+    read_json,
+)
 
 # --- where a model lives -------------------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ def _not_found(model: str, revision: str | None, where: str, only_local: bool, e
 
 def detect_kind(path: Path, where: str) -> str:
     """class-unet or text2image, from the files diffusers saved (or a study generator's generator.json)."""
-    if (path / "generator.json").exists():
+    if (path / GENERATOR_META).exists():
         return "class-unet"
     index = read_json(path / "model_index.json", PretrainedError)
     if index is not None:
@@ -124,9 +129,9 @@ def detect_kind(path: Path, where: str) -> str:
 
 def _unet_parts(path: Path, where: str) -> tuple[Path, Path, dict | None]:
     """The UNet directory, the scheduler config directory and a study generator's meta (None otherwise)."""
-    meta = read_json(path / "generator.json", PretrainedError)
-    if meta is not None or (path / "model_index.json").exists():
-        unet, scheduler = path / "unet", path / "scheduler"
+    meta = read_json(path / GENERATOR_META, PretrainedError)
+    if meta is not None or (path / "model_index.json").exists():  # a study generator is laid out as a pipeline
+        unet, scheduler = path / UNET_DIR, path / SCHEDULER_DIR
     else:
         unet, scheduler = path, path
     for part, what in ((unet / "config.json", "UNet config"), (scheduler / "scheduler_config.json", "scheduler")):
@@ -140,7 +145,7 @@ def _unet_parts(path: Path, where: str) -> tuple[Path, Path, dict | None]:
 # --- the generator stage ---------------------------------------------------------------------------------
 
 
-def prepare_pretrained(spec: PretrainedSpec, ds, out: Path, where: str) -> dict:
+def prepare_pretrained(spec: PretrainedSpec, ds, out: Path, *, where: str) -> dict:
     """Resolve the model (download it when online) and record it; a class-conditional UNet is re-saved as a
     study generator whose class table rows are the study's classes. Writes pretrained.json and train_stats.json."""
     start = time.perf_counter()
@@ -216,7 +221,7 @@ def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str)
     from diffusers import DDPMScheduler, UNet2DModel
     from torch import nn
 
-    from study.models.generator import META, atomic_dir, check_conditioning
+    from study.models.generator import check_conditioning, save_model
 
     model_where = f"{where}.pretrained.model"
     unet_dir, scheduler_dir, meta = _unet_parts(path, model_where)
@@ -256,20 +261,10 @@ def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str)
     remapped.eval()
     check_conditioning(remapped, resolution, channels, k)
     scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(scheduler_dir))
-    for name, obj in (("unet", remapped), ("scheduler", scheduler)):
-        with atomic_dir(out / name) as tmp:
-            obj.save_pretrained(tmp)
     info = {"class_rows": rows, "has_null": null is not None, "source_null_class": null}
-    meta_out = {
-        "num_classes": k,
-        "null_class": k,
-        "resolution": resolution,
-        "channels": channels,
-        "model": None,
-        "train_stats": {"pretrained": spec.model},
-        "pretrained": info,
-    }
-    atomic_write_json(out / META, meta_out)
+    save_model(
+        remapped, scheduler, out, num_classes=k, model=None, train_stats={"pretrained": spec.model}, pretrained=info
+    )
     return info | {"resolution": resolution, "channels": channels}
 
 
@@ -302,11 +297,6 @@ def prompts_for(spec: PretrainedSpec, class_names: Sequence[str], candidates: in
         for c, name in enumerate(class_names)
         for j in range(candidates)
     ]
-
-
-def candidates_per_class(volume: int, drop: float | None) -> int:
-    """Candidates to draw so that dropping the `drop` fraction leaves `volume`."""
-    return volume if not drop else math.ceil(volume / (1.0 - drop) - 1e-9)
 
 
 def keep_top(scores: np.ndarray, volume: int) -> np.ndarray:
@@ -348,6 +338,7 @@ def build_text2image_samples(
     volume_per_class: int,
     seed_root: str,
     out_dir: Path,
+    *,
     channels: int,
     resolution: int,
     score: Callable | None = None,
@@ -355,24 +346,14 @@ def build_text2image_samples(
     progress: bool = False,
     where: str = "generators.<arm>",
 ) -> dict:
-    """Sample `volume_per_class` prompted images of every class into `out_dir` (the sample-set artifact of
-    study.sampling.sampler: images uint8 at the study's size, labels, seeds, preview.png, samples.json)."""
+    """Sample `volume_per_class` prompted images of every class into `out_dir` (a sample set,
+    study.sampling.sample_set: images uint8 at the study's size, class-major), keeping the candidates the CLIP
+    filter scores best when there is one."""
     import torch
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from study.data.datasets import fit_images
     from study.models.generator import net_batch, resolve_device
-    from study.sampling.sampler import (
-        META,
-        PREVIEW,
-        SAMPLES,
-        conditional_accuracy,
-        sample_seeds,
-        save_preview,
-        set_layout,
-    )
-    from study.store import atomic_path
 
     if sample.strategy != "conditional":
         raise PretrainedError(
@@ -420,60 +401,45 @@ def build_text2image_samples(
     # Keep the best `volume_per_class` candidates of every class, in seed order.
     per_class = scores.reshape(k, n)
     kept = np.concatenate([c * n + keep_top(per_class[c], volume_per_class) for c in range(k)])
-    kept_t = torch.from_numpy(kept)
-    group, rank = set_layout(np.full(k, volume_per_class))  # class-major, as study.sampling.sampler lays sets out
+    kept_images = images[torch.from_numpy(kept)].contiguous()
+    group, rank = set_layout(np.full(k, volume_per_class))
     labels = torch.as_tensor(group)
-    out_dir = Path(out_dir)
-    tensors = {
-        "images": images[kept_t].contiguous(),
-        "labels": labels,
-        "seeds": torch.tensor(seeds, dtype=torch.int64)[kept_t],
-        "group": labels.clone(),  # safetensors refuses tensors that share memory
-        "rank": torch.as_tensor(rank),
-        "candidate_scores": torch.from_numpy(per_class.copy()),  # (classes, candidates); zeros without a filter
-        "candidate_kept": torch.from_numpy(np.isin(np.arange(k * n), kept).reshape(k, n)),
-    }
-    with atomic_path(out_dir / SAMPLES) as tmp:
-        save_file(tensors, str(tmp))
-    save_preview(tensors["images"], group, out_dir / PREVIEW)
-    cfg = sample.guidance > 1  # diffusers pipelines guide (two network passes) when guidance_scale > 1
+    candidate_kept = np.isin(np.arange(k * n), kept).reshape(k, n)
+    trajectory = trajectory_length(sample.sampler, sample.steps, dict(pipe.scheduler.config), None)
     info = {
-        "n": len(labels),
-        "num_classes": k,
-        "volume_per_class": volume_per_class,
         "candidates_per_class": n,
         "kept_fraction": volume_per_class / n,
-        "nfe_per_image": sample.steps * (2 if cfg else 1) * n / volume_per_class,
+        "nfe_per_image": pipeline_nfe_per_image(sample, trajectory) * n / volume_per_class,
         "seconds": seconds,
         "images_per_s": k * n / seconds if seconds > 0 else None,
-        "pixel_mean": tensors["images"].float().mean().item() / 255.0,
-        "pixel_std": tensors["images"].float().std().item() / 255.0,
         "generation_size": size,
         "nsfw_flagged": flagged,
         "prompts": [prompts[c * n] for c in range(k)],
     }
     if clip is not None:
-        mask = tensors["candidate_kept"].numpy()
         info |= {
             "clip_drop": spec.filter.drop,
-            "clip_score_kept_mean": float(per_class[mask].mean()),
-            "clip_score_dropped_mean": float(per_class[~mask].mean()) if (~mask).any() else None,
+            "clip_score_kept_mean": float(per_class[candidate_kept].mean()),
+            "clip_score_dropped_mean": float(per_class[~candidate_kept].mean()) if (~candidate_kept).any() else None,
         }
     if score is not None:
-        info |= conditional_accuracy(score(tensors["images"]), labels)
-    atomic_write_json(
-        out_dir / META,
-        {
-            "sample": sample.model_dump(mode="json"),
-            "pretrained": meta,
-            "generator_dir": Path(gen_dir).name,
-            "seed_root": seed_root,
-            "precision": precision,
-            "device": str(dev),
-            "diagnostics": info,
-        },
-    )
-    return info
+        info |= conditional_accuracy(score(kept_images), labels)
+    about = {
+        "sample": sample.model_dump(mode="json"),
+        "pretrained": meta,
+        "generator_dir": Path(gen_dir).name,
+        "seed_root": seed_root,
+        "precision": precision,
+        "device": str(dev),
+    }
+    candidates = {  # (classes, candidates); scores are zeros without a filter
+        "candidate_scores": torch.from_numpy(per_class.copy()),
+        "candidate_kept": torch.from_numpy(candidate_kept),
+    }
+    return write_sample_set(
+        out_dir, kept_images, group=group, rank=rank, seeds=[seeds[i] for i in kept], labels=labels,
+        num_classes=k, volume_per_class=volume_per_class, meta=about, diagnostics=info, tensors=candidates,
+    )  # fmt: skip
 
 
 def clip_scorer(spec: ClipFilterSpec, device, where: str) -> Callable:

@@ -3,10 +3,10 @@
     gen = load_generator(gen_dir)
     images = sample(gen, labels, seeds, SampleSpec(sampler="dpmpp", steps=20, guidance=2.0))   # uint8
     info = build_sample_set(gen_dir, spec, volume_per_class=160, seed_root="...", out_dir=out, score=score)
-    split = load_sample_set(out, volume_per_class=40)     # the first 40 of every class: a prefix
     mixed = sample(gen, pairs, seeds, SampleSpec(strategy="scoremix", weight=0.5))   # pairs: (n, 2) classes
     info = build_sample_set(gen_dir, SampleSpec(strategy="auggen", pairs="far"), 160, "...", out, space=space)
-    split = load_sample_set(out, 40, labels="soft")      # mixed images labelled by a policy
+
+A sample set is written and read by study.sampling.sample_set (`load_sample_set(out, 40, labels="soft")`).
 
 Image i depends only on (labels[i], seeds[i], spec): its initial noise (and, for the stochastic DDPM sampler,
 its step noise) comes from its own `torch.Generator`, scheduler updates are elementwise, and the network
@@ -18,9 +18,9 @@ null class; AugGen mixes the class embeddings into one condition alpha*E[i] + be
 two classes' (guided) outputs lambda*eps_i + (1-lambda)*eps_j, three inputs in one pass. With lambda = 1, or
 alpha = 1 and beta = 0, both reduce to conditional sampling of class i bit for bit (tested).
 
-Mixed sample sets (study.sampling.pairs picks the pairs): `volume_per_class` x classes images spread over the pairs,
-image k of pair p seeded by (p, k), so a smaller volume is a prefix of every pair's images. Labels are given at
-load time by a policy (`new-class`, `soft`, `dominant`), so one sample set serves every policy.
+Mixed sample sets (study.sampling.pairs picks the pairs): `volume_per_class` x classes images spread over the
+pairs, image k of pair p seeded by (p, k), so a smaller volume is a prefix of every pair's images. Labels are
+given at load time by a policy (`new-class`, `soft`, `dominant`), so one sample set serves every policy.
 
 Cost on one core (reports/bench.md): preset `tiny` on 8x8 digits, DPM-Solver++ 10 steps with guidance
 (20 network evaluations per image), 200-350 images/s.
@@ -28,7 +28,6 @@ Cost on one core (reports/bench.md): preset `tiny` on 8x8 digits, DPM-Solver++ 1
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.data.datasets import Split
 from study.grid import AugGenSearch, SampleSpec
 from study.keys import derive_seed
 from study.models.generator import Generator, load_generator, resolve_device
+from study.sampling import cost
+from study.sampling.cost import edm_timesteps, mixes_at
 from study.sampling.pairs import (
     ClassSpace,
     cosine_distances,
@@ -51,14 +51,14 @@ from study.sampling.pairs import (
     search_grid,
     select_pairs,
 )
-from study.store import atomic_path, atomic_write_json
-
-# images uint8 (N,C,H,W), labels, seeds, group (class or pair) and rank within it, group-major; mixed sets also
-# pairs (P, 2) and weights (P, 2): (alpha, beta) or (lambda, 1 - lambda)
-SAMPLES = "samples.safetensors"
-META = "samples.json"
-PREVIEW = "preview.png"
-
+from study.sampling.sample_set import (
+    conditional_accuracy,
+    layout_seeds,
+    mixed_labels,
+    set_layout,
+    source_probability,
+    write_sample_set,
+)
 
 # --- samplers: diffusers schedulers built from the generator's training noise schedule -----------------
 
@@ -89,29 +89,14 @@ def _dpmpp(config: dict, steps: int, device):
     return scheduler
 
 
-EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO = 0.002, 80.0, 7.0  # Karras et al. 2022, Table 1
-
-
-def edm_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
-    """EDM's noise levels sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho, mapped to the
-    nearest training timesteps (the network only knows those). sigma_max stays at 80: the cosine schedule's
-    last timestep has sigma ~2e4, where few-step samplers waste their first steps."""
-    sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().double()
-    smax = min(EDM_SIGMA_MAX, sigmas[-1].item())
-    smin = max(EDM_SIGMA_MIN, sigmas[0].item())
-    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-    karras = (smax ** (1 / EDM_RHO) + ramp * (smin ** (1 / EDM_RHO) - smax ** (1 / EDM_RHO))) ** EDM_RHO
-    t = np.interp(np.log(karras.numpy()), np.log(sigmas.numpy()), np.arange(len(sigmas)))
-    return sorted({int(v) for v in np.round(t)}, reverse=True)
-
-
 def _heun(config: dict, steps: int, device):
     from diffusers import HeunDiscreteScheduler
 
     # EDM's deterministic 2nd-order sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0): Heun steps
-    # between Karras-spaced noise levels; 2 * steps - 1 network evaluations.
+    # between Karras-spaced noise levels; 2n - 1 network evaluations for the n distinct training timesteps the
+    # levels land on (n <= steps: study.sampling.cost.trajectory_length).
     scheduler = HeunDiscreteScheduler.from_config(config, prediction_type="epsilon")
-    scheduler.set_timesteps(device=device, timesteps=edm_timesteps(scheduler.alphas_cumprod, steps))
+    scheduler.set_timesteps(device=device, timesteps=edm_timesteps(scheduler.alphas_cumprod.numpy(), steps))
     return scheduler
 
 
@@ -129,16 +114,8 @@ STOCHASTIC = {"ddpm"}  # samplers that draw noise inside step(): each sample nee
 STRATEGIES = {"conditional", "auggen", "scoremix"}
 
 
-def make_scheduler(gen: Generator, spec: SampleSpec):
-    """A fresh scheduler (schedulers keep per-run state, e.g. DPM-Solver's past outputs) with its timesteps."""
-    if spec.sampler not in SAMPLERS:
-        raise ValueError(f"sample.sampler: unknown sampler {spec.sampler!r}; expected one of {sorted(SAMPLERS)}")
-    if spec.steps < 1:
-        raise ValueError(f"sample.steps: must be at least 1, got {spec.steps}")
-    return SAMPLERS[spec.sampler](gen.scheduler_config, spec.steps, gen.device)
-
-
 def check_spec(spec: SampleSpec) -> None:
+    """What the schema already guarantees for grids, checked again for specs built in code (model_construct)."""
     if spec.strategy not in STRATEGIES:
         raise ValueError(
             f"sample.strategy: {spec.strategy!r} is not supported by this version (supported: {sorted(STRATEGIES)})"
@@ -147,6 +124,14 @@ def check_spec(spec: SampleSpec) -> None:
         raise ValueError(f"sample.guidance: must be >= 0 (0 unconditional, 1 conditional), got {spec.guidance}")
     if spec.sampler not in SAMPLERS:
         raise ValueError(f"sample.sampler: unknown sampler {spec.sampler!r}; expected one of {sorted(SAMPLERS)}")
+    if spec.steps < 1:
+        raise ValueError(f"sample.steps: must be at least 1, got {spec.steps}")
+
+
+def make_scheduler(gen: Generator, spec: SampleSpec):
+    """A fresh scheduler (schedulers keep per-run state, e.g. DPM-Solver's past outputs) with its timesteps."""
+    check_spec(spec)
+    return SAMPLERS[spec.sampler](gen.scheduler_config, spec.steps, gen.device)
 
 
 # --- guidance terms ------------------------------------------------------------------------------------
@@ -221,11 +206,6 @@ def strategy_terms(
     return auggen_terms(gen, labels, alpha, beta, spec.guidance), plain
 
 
-def mixes_at(step: int, steps: int, step_range: tuple[float, float] | None) -> bool:
-    """Whether sampler step `step` of `steps` (0 = the noisiest) lies in [start, end) of the trajectory."""
-    return step_range is None or step_range[0] <= step / steps < step_range[1]
-
-
 def combined_eps(gen: Generator, x: torch.Tensor, t: torch.Tensor, terms: list[Term]) -> torch.Tensor:
     """All terms in one batched forward pass, then their per-sample weighted sum."""
     k = len(terms)
@@ -234,12 +214,11 @@ def combined_eps(gen: Generator, x: torch.Tensor, t: torch.Tensor, terms: list[T
 
 
 def nfe_per_image(gen: Generator, spec: SampleSpec) -> int:
-    """Network evaluations per image: a guided step costs two (class and null), a guided ScoreMix step three
-    (class i, class j, null); steps outside `step_range` cost what plain conditional sampling does."""
-    plain = 1 if spec.guidance in (0.0, 1.0) else 2
-    mixed = plain + (spec.strategy == "scoremix" and spec.guidance != 0.0)
-    steps = len(make_scheduler(gen, spec).timesteps)
-    return sum(mixed if mixes_at(k, steps, spec.step_range) else plain for k in range(steps))
+    """Network evaluations per image (study.sampling.cost, which the plan's estimate uses too): a guided step
+    costs two (class and null), a guided ScoreMix step three; steps outside `step_range` what conditional
+    sampling does."""
+    alphas = gen.alphas_cumprod.float().numpy()  # the float32 schedule the scheduler holds
+    return cost.nfe_per_image(spec, cost.trajectory_length(spec.sampler, spec.steps, gen.scheduler_config, alphas))
 
 
 # --- the sampling loop ---------------------------------------------------------------------------------
@@ -283,6 +262,7 @@ def sample(
     labels: torch.Tensor,
     seeds: Sequence[int],
     spec: SampleSpec,
+    *,
     device: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
@@ -319,20 +299,6 @@ def sample(
 
 
 # --- sample sets -----------------------------------------------------------------------------------------
-
-
-def sample_seeds(seed_root: str, num_classes: int, volume_per_class: int) -> list[int]:
-    """Seed of image j of class c, in class-major order; it does not depend on the volume (prefix property)."""
-    return [derive_seed(seed_root, c, j) for c in range(num_classes) for j in range(volume_per_class)]
-
-
-def set_layout(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image n of a sample set is number rank[n] of group group[n] (a class, or a pair of classes); groups in
-    order. Its seed is derive_seed(seed_root, group, rank), whatever the volume (the prefix property)."""
-    counts = np.asarray(counts, dtype=np.int64)
-    group = np.repeat(np.arange(len(counts)), counts)
-    rank = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
-    return group, rank
 
 
 @dataclass(frozen=True)
@@ -390,24 +356,23 @@ def build_sample_set(
     volume_per_class: int,
     seed_root: str,
     out_dir: Path,
+    *,
     score: Callable[[torch.Tensor], np.ndarray] | None = None,
     device: str = "auto",
     progress: bool = True,
     space: ClassSpace | None = None,
     fit: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
-    """Sample `volume_per_class` x classes images into `out_dir`: that many of every class (conditional), or
-    spread over the class pairs (auggen, scoremix; `SampleSpec`). `score` (a reference classifier's
-    probabilities) gives the conditional accuracy, or for mixed sets the probability on the two sources;
-    `space` (the base classifier's embedding space) serves far/near pairs, the alpha/beta search and the
-    alignment diagnostic (linear CKA of the generator's class embeddings and the class centroids)."""
-    from safetensors.torch import save_file
-
+    """Sample `volume_per_class` x classes images into `out_dir` (a sample set, study.sampling.sample_set): that
+    many of every class (conditional), or spread over the class pairs (auggen, scoremix; `SampleSpec`). `score`
+    (a reference classifier's probabilities) gives the conditional accuracy, or for mixed sets the probability
+    on the two sources; `space` (the base classifier's embedding space) serves far/near pairs, the alpha/beta
+    search and the alignment diagnostic (linear CKA of the generator's class embeddings and the class
+    centroids). `fit` maps the generator's images to the study's (a pretrained UNet of another size)."""
     check_spec(spec)
     if volume_per_class < 1:
         raise ValueError(f"volume_per_class: must be at least 1, got {volume_per_class}")
-    out_dir = Path(out_dir)
-    gen = load_generator(gen_dir, device)
+    gen = load_generator(gen_dir, device=device)
     k = gen.num_classes
     info: dict = {}
     if space is not None:
@@ -415,7 +380,7 @@ def build_sample_set(
     mixing = plan_mixing(gen, spec, seed_root, space, progress) if spec.mixing else None
     counts = pair_counts(volume_per_class * k, len(mixing.pairs)) if mixing else np.full(k, volume_per_class)
     group, rank = set_layout(counts)
-    seeds = [derive_seed(seed_root, int(g), int(r)) for g, r in zip(group, rank, strict=True)]
+    seeds = layout_seeds(seed_root, group, rank)
     asked = torch.as_tensor(mixing.pairs[group] if mixing else group)
     weights = {}
     if mixing and spec.strategy == "auggen":
@@ -427,29 +392,18 @@ def build_sample_set(
     if fit is not None:  # a pretrained generator of another size or channel count: the study's images
         images = fit(images)
 
-    tensors = {"images": images, "seeds": torch.tensor(seeds, dtype=torch.int64), "group": torch.as_tensor(group),
-               "rank": torch.as_tensor(rank)}  # fmt: skip
-    if mixing:
-        table = torch.tensor([mixing.weights] * len(mixing.pairs), dtype=torch.float64)
-        tensors |= {"pairs": torch.as_tensor(mixing.pairs), "weights": table}
-        tensors["labels"] = _mixed_labels(tensors, torch.as_tensor(group), k, "dominant")[0]
-    else:
-        tensors["labels"] = asked.clone()  # safetensors refuses tensors that share memory (asked is group)
-    with atomic_path(out_dir / SAMPLES) as tmp:
-        save_file(tensors, str(tmp))
-    save_preview(images, group, out_dir / PREVIEW)
     info |= {
-        "n": len(group),
-        "num_classes": k,
-        "volume_per_class": volume_per_class,
         "strategy": spec.strategy,
         "nfe_per_image": nfe_per_image(gen, spec),
         "seconds": seconds,
         "images_per_s": len(group) / seconds if seconds > 0 else None,
-        "pixel_mean": images.float().mean().item() / 255.0,
-        "pixel_std": images.float().std().item() / 255.0,
     }
-    if mixing:
+    labels, extra = asked, {}
+    if mixing:  # stored labels: the dominant source (the classifier stage relabels by its policy)
+        pairs = torch.as_tensor(mixing.pairs)
+        table = torch.tensor([mixing.weights] * len(mixing.pairs), dtype=torch.float64)
+        labels = mixed_labels(pairs, table, torch.as_tensor(group), k, "dominant")[0]
+        extra = {"pairs": pairs, "weights": table}
         info |= mixing.info | {"weights": list(mixing.weights)}
     if score is not None:
         probs = score(images)
@@ -460,97 +414,8 @@ def build_sample_set(
         "seed_root": seed_root,
         "precision": gen.precision,
         "device": str(gen.device),
-        "diagnostics": info,
     }
-    atomic_write_json(out_dir / META, meta)
-    return info
-
-
-def conditional_accuracy(probs: np.ndarray, labels: torch.Tensor) -> dict:
-    """Accuracy of a reference classifier on synthetic images against the classes they were asked for."""
-    probs = np.asarray(probs)
-    y = labels.numpy()
-    if probs.ndim != 2 or len(probs) != len(y):
-        raise ValueError(f"score() must return (n, classes) probabilities for {len(y)} images, got {probs.shape}")
-    hit = probs.argmax(1) == y
-    per_class = [float(hit[y == c].mean()) for c in np.unique(y)]
-    return {"cond_acc": float(hit.mean()), "cond_acc_per_class": per_class}
-
-
-def source_probability(probs: np.ndarray, pairs: torch.Tensor) -> dict:
-    """For mixed samples: the reference classifier's mean probability on the two source classes
-    (`source_mass`; 2/K by chance) and the share whose top class is one of them (`source_acc`)."""
-    probs = np.asarray(probs)
-    i, j = pairs[:, 0].numpy(), pairs[:, 1].numpy()
-    if probs.ndim != 2 or len(probs) != len(i):
-        raise ValueError(f"score() must return (n, classes) probabilities for {len(i)} images, got {probs.shape}")
-    rows = np.arange(len(i))
-    top = probs.argmax(1)
-    return {
-        "source_mass": float((probs[rows, i] + probs[rows, j]).mean()),
-        "source_acc": float(((top == i) | (top == j)).mean()),
-        "first_source_mass": float(probs[rows, i].mean()),
-    }
-
-
-def save_preview(images: torch.Tensor, group: np.ndarray, path: Path, cols: int = 16) -> None:
-    """A PNG grid, one row per class or pair (its first `cols` images), upscaled so 8 px digits stay visible."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    group = np.asarray(group)
-    groups = np.unique(group)
-    cols = min(cols, min(int((group == g).sum()) for g in groups))
-    rows = torch.cat([images[np.flatnonzero(group == g)[:cols]] for g in groups])
-    scale = max(1, 32 // images.shape[-1])
-    rows = rows.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
-    grid = make_grid(rows, nrow=cols, padding=2, pad_value=255)
-    array = grid.permute(1, 2, 0).numpy()
-    with atomic_path(path) as tmp:
-        Image.fromarray(array[..., 0] if images.shape[1] == 1 else array).save(tmp, format="PNG")
-
-
-def _mixed_labels(
-    data: dict, group: torch.Tensor, num_classes: int, policy: str
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Labels (and soft targets) of mixed images of pairs `group` under a label policy: `new-class` makes pair p
-    class num_classes + p; `soft` puts the normalised weights w_i / (w_i + w_j), w_j / (w_i + w_j) on the two
-    sources (labels: the dominant one); `dominant` the source with the larger weight (class i at a tie)."""
-    pairs, weights = data["pairs"][group], data["weights"][group]
-    share_i = (weights[:, 0] / weights.sum(1)).float()
-    dominant = torch.where(share_i >= 0.5, pairs[:, 0], pairs[:, 1])
-    if policy == "new-class":
-        return num_classes + group, None
-    if policy == "dominant":
-        return dominant, None
-    if policy != "soft":
-        raise ValueError(f"sample.labels: unknown policy {policy!r}; expected new-class, soft or dominant")
-    soft = torch.zeros(len(group), num_classes)
-    rows = torch.arange(len(group))
-    soft[rows, pairs[:, 0]] += share_i
-    soft[rows, pairs[:, 1]] += 1.0 - share_i
-    return dominant, soft
-
-
-def load_sample_set(out_dir: Path, volume_per_class: int, labels: str = "new-class") -> Split:
-    """The sample set as it would be with `volume_per_class` (a prefix of every class's, or pair's, images),
-    labelled by the policy `labels` when its images mix two classes (conditional sets keep their classes)."""
-    from safetensors.torch import load_file
-
-    out_dir = Path(out_dir)
-    meta = json.loads((out_dir / META).read_text())["diagnostics"]
-    have, k = meta["volume_per_class"], meta["num_classes"]
-    if volume_per_class > have:
-        raise ValueError(f"volume_per_class: {volume_per_class} asked for, the sample set at {out_dir} has {have}")
-    data = load_file(str(out_dir / SAMPLES))
-    mixed = "pairs" in data
-    counts = pair_counts(volume_per_class * k, len(data["pairs"])) if mixed else np.full(k, volume_per_class)
-    if "rank" in data:
-        group, rank = data["group"], data["rank"]
-    else:  # sets written before groups were stored: class-major, `have` images per class
-        group, rank = (torch.as_tensor(v) for v in set_layout(np.full(k, have)))
-    keep = rank < torch.as_tensor(counts)[group]
-    if not mixed:
-        return Split(data["images"][keep], data["labels"][keep])
-    y, soft = _mixed_labels(data, group[keep], k, labels)
-    return Split(data["images"][keep], y, soft)
+    return write_sample_set(
+        out_dir, images, group=group, rank=rank, seeds=seeds, labels=labels, num_classes=k,
+        volume_per_class=volume_per_class, meta=meta, diagnostics=info, tensors=extra,
+    )  # fmt: skip
