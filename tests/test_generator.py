@@ -23,6 +23,7 @@ from study.models.generator import (
     resolve_precision,
     train_generator,
 )
+from study.store import GENERATOR_CHECKPOINT, GENERATOR_META
 
 TINY = ModelSpec(preset="tiny")
 SHORT = GeneratorTrainSpec(steps=30, batch_size=16, warmup=5, checkpoint_every=10)
@@ -114,7 +115,7 @@ def test_train_saves_a_diffusers_model_that_from_pretrained_loads(tmp_path):
     assert stats["steps"] == 30 and stats["resumed_from"] == 0 and stats["precision"] == "fp32"
     assert stats["parameters"] > 0 and stats["images_per_s"] > 0 and stats["final_loss"] > 0
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").exists()
-    assert not (tmp_path / "checkpoint.pt").exists()  # training state is dropped once the model is saved
+    assert not (tmp_path / GENERATOR_CHECKPOINT).exists()  # training state is dropped once the model is saved
 
     # A user loads the UNet alone and conditions it with integer labels (index 4 = null class) ...
     unet = UNet2DModel.from_pretrained(tmp_path / "unet").eval()
@@ -148,11 +149,11 @@ def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, 
     monkeypatch.setattr(generator, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         train_generator(TINY, SHORT, images, labels, 4, tmp_path / "killed", seed=3, flip=True, progress=False)
-    assert (tmp_path / "killed" / "checkpoint.pt").exists() and not (tmp_path / "killed" / "generator.json").exists()
+    assert (tmp_path / "killed" / GENERATOR_CHECKPOINT).exists() and not (tmp_path / "killed" / GENERATOR_META).exists()
     monkeypatch.setattr(generator, "save_checkpoint", real_save)
 
     # The model saved by a 20-step run is the EMA of the weights at step 20, not the last weights.
-    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "killed" / GENERATOR_CHECKPOINT, weights_only=False)
     names = [name for name, _ in build_unet(TINY, 8, 1, 4).named_parameters()]
     ema = dict(zip(names, state["ema"]["shadow_params"], strict=True))
     spec20 = SHORT.model_copy(update={"steps": 20})
@@ -183,7 +184,7 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
     spec = SHORT.model_copy(update={"lr": 1e12, "grad_clip": None, "warmup": 0})
     with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf).*train\.lr"):
         train_generator(TINY, spec, images, labels, 4, tmp_path, seed=0, flip=False, progress=False)
-    assert not (tmp_path / "generator.json").exists()
+    assert not (tmp_path / GENERATOR_META).exists()
 
 
 @pytest.mark.parametrize(

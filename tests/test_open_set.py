@@ -23,7 +23,7 @@ from study.runner import stages
 from study.runner.plan import describe, make_plan
 from study.sampling.cost import candidates_per_class
 from study.sampling.pretrained import check_guidance, class_rows, fetch, keep_top
-from study.store import PRETRAINED_META, Store
+from study.store import PRETRAINED_META, PREVIEW, SAMPLES, SAMPLES_META, TRAIN_STATS, Store
 
 DIGITS = [str(i) for i in range(10)]
 
@@ -268,7 +268,7 @@ def test_pool_generator_never_sees_test_or_val(tmp_path, monkeypatch):
         out = tmp_path / slug
         out.mkdir()
         stages.build_generator(by_slug[slug], ctx, out)
-        assert json.loads((out / "train_stats.json").read_text())["train_images"] == len(seen[-1][0])
+        assert json.loads((out / TRAIN_STATS).read_text())["train_images"] == len(seen[-1][0])
     (pool, pool_y, _), (base, _, _), (theirs, their_y, k) = seen
     held_out = tags(ds.test.images) | tags(ds.val.images)
     assert tags(pool) == tags(ds.train.images) and len(pool) == 40 and not tags(pool) & held_out
@@ -280,7 +280,7 @@ def test_pool_generator_never_sees_test_or_val(tmp_path, monkeypatch):
     assert not tags(theirs) & (tags(other_ds.test.images) | tags(other_ds.val.images))
     their_label = dict(zip(map(tag, other_ds.train.images), other_ds.train.labels.tolist(), strict=True))
     assert [{0: 1, 2: 0}[their_label[tag(x)]] for x in theirs] == their_y.tolist()
-    stats = json.loads((tmp_path / "gen-pool-s0" / "train_stats.json").read_text())
+    stats = json.loads((tmp_path / "gen-pool-s0" / TRAIN_STATS).read_text())
     assert stats["train_on"] == "pool" and stats["train_data"] == "npz:train[40]" and stats["eval_duplicates"] == 0
 
 
@@ -406,12 +406,12 @@ def test_text2image_and_class_unet_arms_end_to_end(tmp_path, models):
     store = results / "store"
     for seed in (0, 1):
         (sd,) = store.glob(f"samples/samples-conditional-pretrained-tiny-sd-v2-s{seed}__*")
-        meta = json.loads((sd / "samples.json").read_text())
+        meta = json.loads((sd / SAMPLES_META).read_text())
         d = meta["diagnostics"]
         assert (d["n"], d["volume_per_class"], d["candidates_per_class"], d["kept_fraction"]) == (20, 2, 4, 0.5)
         assert d["prompts"][:2] == ["a photo of the digit 0", "a photo of the digit one"]
-        assert (sd / "preview.png").exists() and meta["pretrained"]["kind"] == "text2image"
-        data = load_file(str(sd / "samples.safetensors"))
+        assert (sd / PREVIEW).exists() and meta["pretrained"]["kind"] == "text2image"
+        data = load_file(str(sd / SAMPLES))
         assert data["images"].dtype == torch.uint8 and data["images"].shape == (20, 1, 8, 8)  # digits: 1 x 8 x 8
         assert data["labels"].tolist() == [c for c in range(10) for _ in range(2)]
         kept, scores = data["candidate_kept"], data["candidate_scores"]
@@ -429,7 +429,7 @@ def test_text2image_and_class_unet_arms_end_to_end(tmp_path, models):
     assert torch.equal(gen.table, source[[11 - c for c in range(10)] + [0]])
     assert (gen.resolution, gen.channels) == (16, 3)
     (unet_samples,) = store.glob("samples/samples-conditional-pretrained-tiny-unet-v2-s0__*")
-    images = load_file(str(unet_samples / "samples.safetensors"))["images"]
+    images = load_file(str(unet_samples / SAMPLES))["images"]
     assert images.shape == (20, 1, 8, 8)  # fitted from 16 px RGB to the study's 8 px grey
 
 
@@ -455,7 +455,7 @@ def test_clip_filter_keeps_the_best_in_seed_order(tmp_path, models):
             gen_dir, spec, sample, DIGITS[:3], 3, "root", out, channels=1, resolution=8, device="cpu"
         )
     assert (info["candidates_per_class"], info["kept_fraction"]) == (4, 0.75)
-    plain, filtered = (load_file(str(outs[n] / "samples.safetensors")) for n in ("plain", "filtered"))
+    plain, filtered = (load_file(str(outs[n] / SAMPLES)) for n in ("plain", "filtered"))
     seeds = np.array(sample_seeds("root", 3, 4)).reshape(3, 4)
     assert plain["seeds"].tolist() == seeds[:, :3].reshape(-1).tolist()  # no filter: the first 3 of every class
     kept = filtered["candidate_kept"].numpy()

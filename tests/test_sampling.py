@@ -16,6 +16,7 @@ from study.grid import GridError, SampleSpec, validate_grid
 from study.sampling.cost import edm_timesteps
 from study.sampling.sample_set import load_sample_set, sample_seeds
 from study.sampling.sampler import SAMPLERS, build_sample_set, nfe_per_image, sample
+from study.store import PREVIEW, SAMPLES_META
 
 FAST = SampleSpec(sampler="dpmpp", steps=8, guidance=2.0)
 
@@ -75,9 +76,9 @@ def test_sample_set_files_and_conditional_accuracy(gen_dir, tmp_path):
     assert info["cond_acc"] == pytest.approx(0.1)  # right exactly for the class-0 images
     assert info["cond_acc_per_class"] == [1.0] + [0.0] * 9
     assert info["nfe_per_image"] == 16 and info["images_per_s"] > 0
-    meta = json.loads((tmp_path / "samples.json").read_text())
+    meta = json.loads((tmp_path / SAMPLES_META).read_text())
     assert meta["sample"]["sampler"] == "dpmpp" and meta["seed_root"] == "r" and meta["diagnostics"] == info
-    with Image.open(tmp_path / "preview.png") as im:
+    with Image.open(tmp_path / PREVIEW) as im:
         assert im.height > im.width  # 10 rows (one per class) of 4 images
     split = load_sample_set(tmp_path, 4)
     assert split.images.dtype == torch.uint8 and split.images.shape == (40, 1, 8, 8)

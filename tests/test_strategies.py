@@ -36,7 +36,7 @@ from study.sampling.pairs import (
 )
 from study.sampling.sample_set import load_sample_set
 from study.sampling.sampler import build_sample_set, nfe_per_image, sample
-from study.store import Store
+from study.store import SAMPLES_META, Store
 
 STEPS = {"sampler": "dpmpp", "steps": 6}
 PAIRS = torch.tensor([[3, 7], [1, 8], [0, 5], [9, 2], [4, 6], [7, 3]])
@@ -216,14 +216,14 @@ def test_mixed_sets_are_prefixes_and_spread_the_volume_over_pairs(gen_dir, tmp_p
     assert len(load_sample_set(tmp_path / "v3", 3)) == 30
     labels = load_sample_set(tmp_path / "v3", 2).labels
     assert torch.bincount(labels - 10).tolist() == pair_counts(20, 7).tolist()
-    meta = json.loads((tmp_path / "v3" / "samples.json").read_text())
+    meta = json.loads((tmp_path / "v3" / SAMPLES_META).read_text())
     assert meta["diagnostics"]["weights"] == [0.5, 0.5] and meta["sample"]["strategy"] == "scoremix"
 
 
 def test_label_policies_and_new_classes_extend_the_classifier(gen_dir, base, digits, tmp_path):
     build_sample_set(gen_dir, spec(strategy="scoremix", weight=0.7, n_pairs=5), 2, "r", tmp_path, device="cpu",
                      progress=False)  # fmt: skip
-    pairs = torch.tensor(json.loads((tmp_path / "samples.json").read_text())["diagnostics"]["pairs"])
+    pairs = torch.tensor(json.loads((tmp_path / SAMPLES_META).read_text())["diagnostics"]["pairs"])
     new = load_sample_set(tmp_path, 2, labels="new-class")
     assert new.soft is None and sorted(set(new.labels.tolist())) == list(range(10, 15))
     soft = load_sample_set(tmp_path, 2, labels="soft")
@@ -254,7 +254,7 @@ def test_auggen_search_is_recorded_and_used(gen_dir, gen, space, tmp_path):
     best = max(found["grid"], key=lambda row: row[2])
     assert [found["alpha"], found["beta"], found["score"]] == best
     assert info["weights"] == [found["alpha"], found["beta"]] and len(found["pairs"]) == 2
-    assert json.loads((tmp_path / "samples.json").read_text())["diagnostics"]["search"]["grid"] == found["grid"]
+    assert json.loads((tmp_path / SAMPLES_META).read_text())["diagnostics"]["search"]["grid"] == found["grid"]
     # the set is sampled with what the search found: image 0 of pair p has the seed of (p, 0)
     fixed = spec(strategy="auggen", alpha=found["alpha"], beta=found["beta"])
     one_each = load_sample_set(tmp_path, 1, labels="new-class")
