@@ -112,6 +112,13 @@ def test_smoke_errors(tmp_path):
         ("  open: {<<: *gen, train_on: pool}", "  real-only: {<<: *gen}", "arm name 'real-only'"),
         ("steps: 50}", "steps: 50, mix: {fraction: 1.5}}", "classifier.mix.fraction: Input should be less than 1"),
         ("steps: 50}", "steps: null}", "exactly one training budget"),
+        ("name: t", "name: t\nanalysis: {published: cifar100}", "analysis.published: Input should be 'cifar10'"),
+        ("name: t", "name: t\nanalysis: {publish: cifar10}", "analysis.publish: unknown key"),
+        (
+            "{name: digits}",
+            "{name: medmnist, flavor: bloodmnist}\nanalysis: {published: cifar10}",
+            "analysis.published is 'cifar10' but the dataset is 'bloodmnist'",
+        ),
     ],
 )
 def test_strict_schema_errors_name_the_key(tmp_path, old, new, expected):
@@ -161,7 +168,7 @@ def test_keys_are_stable_and_only_track_what_matters(tmp_path):
     assert keys(base) == keys(load_grid(write(tmp_path, GRID, "copy.yaml")))
     # settings that do not change results stay out of keys
     unkeyed = (
-        GRID.replace("name: t", "name: t\ndevice: cpu")
+        GRID.replace("name: t", "name: t\ndevice: cpu\nanalysis: {published: cifar10}")
         .replace("sample: {steps: 10}}", "sample: {steps: 10, batch_size: 7}}")
         .replace("train: {steps: 100}", "train: {steps: 100, checkpoint_every: 3}")
     )
@@ -209,3 +216,10 @@ def test_shipped_grids_are_valid(path, smoke):
     grid = load_grid(path, smoke=smoke)
     assert expand(grid)
     assert path.read_text().startswith("#")  # each file's header says what it studies and costs
+
+
+def test_shipped_grids_name_the_published_setting_they_reproduce():
+    grids = __import__("pathlib").Path(__file__).parent.parent / "grids"
+    assert load_grid(grids / "cifar.yaml").analysis.published == "cifar10"  # an npz: the data cannot say
+    assert load_grid(grids / "imagenet100.yaml").analysis.published == "imagenet100"  # an image folder
+    assert load_grid(grids / "quickstart.yaml").analysis.published is None

@@ -21,7 +21,8 @@ from study.analysis.equivalence import (
     verdict_of,
     write_tables,
 )
-from study.analysis.simulate import COLUMNS, PlantedArm, simulate_cells
+from study.analysis.simulate import PlantedArm, simulate_cells
+from study.table import COLUMNS
 
 GAIN, HARM = PlantedArm("gain", beta=0.4), PlantedArm("harm", beta=-0.1, kind="open")
 
@@ -345,3 +346,36 @@ def test_a_flat_real_curve_makes_beta_not_estimable_not_huge():
         assert (table["verdict"] == "not estimable").all(), table[["arm", "beta", "verdict"]]
         assert not np.isfinite(table["beta"]).any()
         assert table["reason"].str.contains("does not rise").all()
+
+
+# --- published constants -----------------------------------------------------------------------------
+
+
+def test_published_constants_are_matched_by_one_rule():
+    from typing import get_args
+
+    from study.analysis.published import SETTINGS, match_published
+    from study.grid import PublishedSetting
+
+    assert set(SETTINGS) == set(get_args(PublishedSetting))  # the grid schema accepts exactly the table's settings
+    by_dataset, by_grid = match_published("cifar10"), match_published("npz", "cifar10")
+    assert by_dataset.c2("closed") == by_grid.c2("closed") == 2.53 and by_grid.generator("open") == "Stable Diffusion"
+    assert "dataset column" in by_dataset.by and "analysis.published" in by_grid.by
+    assert match_published("bloodmnist").c2("closed") == 3.88 and np.isnan(match_published("bloodmnist").c2("open"))
+    for unmatched in ("cifar100", "npz", "imagefolder", "cifar10_subset", "simulated"):
+        assert match_published(unmatched) is None, unmatched  # names are not guessed at
+    with pytest.raises(ValueError, match="not one of"):
+        match_published("npz", "cifar-10")
+
+
+def test_analyse_sets_the_published_c2_beside_the_fitted_one():
+    cells = simulate_cells([PlantedArm("closed", c2=2.5), PlantedArm("open", c2=3.0, kind="open")], bases=(20,),
+                           extras=(10, 20, 40), volumes=(5, 10, 20, 40, 80, 160), dataset="imagefolder")  # fmt: skip
+    fit = analyse(cells, n_boot=0, by_base=False, published="imagenet100").fit.set_index("arm")
+    assert fit.loc["closed", "c2_published"] == 37.84 and fit.loc["open", "c2_published"] == 1.68
+    assert (fit["published"] == "ImageNet-100").all() and fit.loc["closed", "published_generator"] == "DiT-XL/2"
+    plain = analyse(cells, n_boot=0, by_base=False).fit
+    assert plain["c2_published"].isna().all() and (plain["published"] == "").all()
+    two = pd.concat([cells, cells.assign(dataset="other", cell=cells["cell"] + "-other")], ignore_index=True)
+    with pytest.raises(EquivalenceError, match="several datasets"):
+        analyse(two, n_boot=0, by_base=False, published="cifar10")

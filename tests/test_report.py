@@ -15,9 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from study.analysis.equivalence import main as equivalence_main
+from study.analysis.estimators import paired_gains, summarise
 from study.analysis.simulate import PlantedArm, simulate_cells
 from study.report import build as report
 from study.report import plots
+from study.report.inputs import _is_smoke
+from study.report.markdown import fmt, fmt_ci, md_table
 
 REPO = Path(__file__).resolve().parent.parent
 N_BOOT = 20  # the bootstrap's cost dominates; the report only needs its columns
@@ -242,32 +246,61 @@ def test_smoke_run_one_seed_one_base(tmp_path):
 
 def test_not_smoke_when_the_grid_is_the_full_one():
     grid = {"real": {"base": [5, 10]}, "seeds": [0, 1], "smoke": {"real": {"base": [5]}, "seeds": [0]}}
-    assert not report._is_smoke({"grid": grid})
-    assert report._is_smoke({"grid": {**grid, "real": {"base": [5]}, "seeds": [0]}})
+    assert not _is_smoke({"grid": grid})
+    assert _is_smoke({"grid": {**grid, "real": {"base": [5]}, "seeds": [0]}})
 
 
-def test_published_constants_beside_ours_for_cifar10(tmp_path):
-    arms = [PlantedArm("closed", c2=2.5), PlantedArm("open", c2=3.0, kind="open")]
-    cells = simulated_cells(arms=arms, fail_rate=0.0, bases=(25, 50, 100), extras=(25, 50, 100),
-                            volumes=(25, 50, 100, 200, 400, 800), seeds=(0, 1), n_test=2000, dataset="npz")  # fmt: skip
-    grid = {"name": "cifar10-equivalence", "dataset": {"name": "npz", "path": "/data/cifar10_subset.npz"}}
-    results = write_results(tmp_path / "results", cells, name="cifar10-equivalence", grid=grid)
-    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=N_BOOT).read_text()
-    table = md.split("Fitted closed-form constants")[1].split("Published c2")[0]
-    assert "published c2 (CIFAR-10)" in table
-    assert "2.53 (EDM)" in table and "2.93 (Stable Diffusion)" in table
+PUBLISHED_CASES = {  # grid name, dataset options, analysis block -> the published c2 of closed and open arms
+    "cifar10-like npz": ("cifar10-equivalence", {"name": "npz", "path": "/data/cifar10_subset.npz"},
+                         {"published": "cifar10"}, {"closed": 2.53, "open": 2.93}),
+    "imagenet100-like image folder": ("imagenet100-equivalence", {"name": "imagefolder", "root": "/data/imagenet100"},
+                                      {"published": "imagenet100"}, {"closed": 37.84, "open": 1.68}),
+    "none (named like CIFAR-10, not said)": ("cifar10-equivalence", {"name": "npz", "path": "/data/cifar10.npz"},
+                                             None, {"closed": np.nan, "open": np.nan}),
+}  # fmt: skip
 
 
-def test_published_match_is_exact_about_the_dataset():
-    def match(name: str, dataset: str = "npz"):
-        cells = pd.DataFrame({"dataset": [dataset]})
-        return report.published_match(report.Results(name, Path("."), cells, {"grid": {"name": name}}, None, False))
+@pytest.mark.parametrize("case", PUBLISHED_CASES)
+def test_analysis_and_report_agree_on_the_published_constants(tmp_path, case):
+    """`python -m study.equivalence` and `python -m study.report` on one results directory report the same
+    published c2 (from the grid's analysis.published, one matcher): a CIFAR-10 npz, an ImageNet-100 image
+    folder, and a study that names no published setting (whatever its name says)."""
+    name, dataset, analysis, expected = PUBLISHED_CASES[case]
+    arms = [PlantedArm("closed", beta=0.3), PlantedArm("open", beta=0.1, kind="open")]
+    cells = simulated_cells(arms=arms, fail_rate=0.0, bases=(5, 10), extras=(5, 10), volumes=(5, 10), seeds=(0, 1),
+                            dataset=dataset["name"])  # fmt: skip
+    grid = {"name": name, "dataset": dataset, "generators": {}} | ({"analysis": analysis} if analysis else {})
+    results = write_results(tmp_path / "results", cells, name=name, grid=grid)
 
-    assert match("cifar10-equivalence")[0] == "cifar10"
-    assert match("study", dataset="bloodmnist")[0] == "bloodmnist"
-    assert match("imagenet100-equivalence")[0] == "imagenet100"
-    assert match("cifar100-equivalence") is None  # CIFAR-100 is not CIFAR-10
-    assert match("quickstart", dataset="digits") is None
+    assert equivalence_main([str(results), "--n-boot", "0", "--write"]) == 0
+    from_analysis = pd.read_csv(results / "equivalence_fit.csv").set_index("arm")
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=0).read_text()
+    from_report = pd.read_csv(results / "equivalence_fit.csv").set_index("arm")
+    table = md.split("Fitted closed-form constants")[1].split("\n\n")[1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    for arm, c2 in expected.items():
+        np.testing.assert_equal(from_analysis.loc[arm, "c2_published"], c2)
+        np.testing.assert_equal(from_report.loc[arm, "c2_published"], c2)
+        published = rows[arm].split(" | ")[-2]
+        assert published == "—" if np.isnan(c2) else published.startswith(f"{c2:g} ("), (arm, rows[arm])
+    if analysis:
+        paper = {"cifar10": "CIFAR-10", "imagenet100": "ImageNet-100"}[analysis["published"]]
+        assert f"published c2 ({paper})" in table and f"matched to {paper} by the grid's analysis.published" in md
+        assert (from_analysis["published"] == paper).all()
+    else:
+        assert "No published constants for this dataset" in md
+
+
+def test_a_grid_file_names_the_published_setting_of_its_results(tmp_path):
+    """A report from a grid file reads the file's own `analysis:` block (plan.json may predate it)."""
+    cells = simulated_cells(arms=[PlantedArm("closed", c2=2.5)], fail_rate=0.0, bases=(5, 10), extras=(5, 10),
+                            volumes=(5, 10, 20), seeds=(0,), dataset="npz")  # fmt: skip
+    write_results(tmp_path / "results", cells, name="tiny", grid={"name": "tiny", "generators": {}})
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text("name: tiny\ndataset: {name: npz, path: x.npz}\nreal: {base: [5, 10]}\nseeds: [0]\n"
+                    "analysis: {published: cifar10}\n")  # fmt: skip
+    res = report.locate(grid, tmp_path / "results")
+    assert res.published == "cifar10" and report.locate(tmp_path / "results" / "tiny").published is None
 
 
 def test_paired_gains_pair_by_base_and_seed():
@@ -277,7 +310,7 @@ def test_paired_gains_pair_by_base_and_seed():
                      "extra_per_class": 0, "volume_per_class": 0, "test_acc": real, "n_test": 100})  # fmt: skip
         rows.append({"arm": "closed", "arm_kind": "closed", "seed": seed, "base_per_class": 5,
                      "extra_per_class": 0, "volume_per_class": 10, "test_acc": syn, "n_test": 100})  # fmt: skip
-    per_seed, gains = report.paired_gains(pd.DataFrame(rows), level=0.9)
+    per_seed, gains = paired_gains(pd.DataFrame(rows), level=0.9)
     assert sorted(per_seed["gain"].round(6)) == [0.05, 0.1]
     g = gains.iloc[0]
     assert g["n"] == 2 and g["mean"] == pytest.approx(0.075)
@@ -287,20 +320,20 @@ def test_paired_gains_pair_by_base_and_seed():
 def test_summary_of_one_seed_uses_the_test_set_interval():
     done = pd.DataFrame([{"arm": "real-only", "arm_kind": "real-only", "seed": 0, "base_per_class": 5,
                           "extra_per_class": 0, "volume_per_class": 0, "test_acc": 0.8, "n_test": 500}])  # fmt: skip
-    row = report.summarise(done, level=0.9).iloc[0]
+    row = summarise(done, level=0.9).iloc[0]
     assert row["n"] == 1 and row["binomial"]
     assert 0.76 < row["lo"] < 0.8 < row["hi"] < 0.84  # Wilson 90% at n = 500
 
 
 def test_formatting():
-    assert report.fmt(0.91234) == "0.912"
-    assert report.fmt(float("nan")) == "—" and report.fmt(float("inf")) == "∞"
-    assert report.fmt(7) == "7"
-    assert report.fmt(3.14159, sig=True) == "3.14" and report.fmt(1.0, sig=True) == "1.00"
-    assert report.fmt(12345.6, sig=True) == "12,346"
-    assert report.fmt_ci(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
-    assert report.fmt_ci(0.5, np.nan, np.nan) == "0.500"
-    assert report.md_table(pd.DataFrame({"a": ["x|y"]})).splitlines()[-1] == "| x\\|y |"
+    assert fmt(0.91234) == "0.912"
+    assert fmt(float("nan")) == "—" and fmt(float("inf")) == "∞"
+    assert fmt(7) == "7"
+    assert fmt(3.14159, sig=True) == "3.14" and fmt(1.0, sig=True) == "1.00"
+    assert fmt(12345.6, sig=True) == "12,346"
+    assert fmt_ci(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
+    assert fmt_ci(0.5, np.nan, np.nan) == "0.500"
+    assert md_table(pd.DataFrame({"a": ["x|y"]})).splitlines()[-1] == "| x\\|y |"
 
 
 def test_arm_colours_are_fixed_by_arm():

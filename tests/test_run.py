@@ -17,6 +17,7 @@ import pytest
 from study.runner import cli as study_run
 from study.runner import stages
 from study.runner.collect import COLUMNS
+from study.table import SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = """
@@ -79,6 +80,7 @@ def test_full_run_writes_the_table(finished, capsys):
     assert (results / "tiny" / "cells.parquet").exists()
     parquet = pd.read_parquet(results / "tiny" / "cells.parquet").sort_values("cell").reset_index(drop=True)
     pd.testing.assert_frame_equal(parquet[RESULT_COLUMNS], df[RESULT_COLUMNS], check_dtype=False)
+    assert {c: str(t) for c, t in parquet.dtypes.items()} == {c: s.dtype for c, s in SCHEMA.items()}  # study.table
 
 
 def test_cached_rerun_computes_nothing(finished, capsys):

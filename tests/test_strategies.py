@@ -342,8 +342,8 @@ def test_strategies_end_to_end(tmp_path):
     assert (syn["n_syn"] == syn.index.get_level_values(1) * 10).all()  # n_syn counts synthetic images
     closed = syn[syn["arm_kind"] == "closed"]
     assert closed["cka"].between(0, 1).all() and pd.isna(syn.loc[("pool-random", 4), "cka"])  # no classifier read
-    assert syn.loc[("scoremix-far", 4), ["mix_a", "mix_b"]].tolist() == [0.5, 0.5]
-    assert syn.loc[("auggen", 4), "mix_a"] in (0.1, 1.1)  # the search's grid at step 1.0
+    assert syn.loc[("scoremix-far", 4), ["pair_weight_i", "pair_weight_j"]].tolist() == [0.5, 0.5]
+    assert syn.loc[("auggen", 4), "pair_weight_i"] in (0.1, 1.1)  # the search's grid at step 1.0
     mixed = syn[syn["strategy"] != "conditional"]
     assert mixed["source_mass"].between(0, 1).all() and (mixed["n_pairs"] == 10).all()
     assert syn.loc[("scoremix-far", 4), "test_acc"] != syn.loc[("scoremix-far-soft", 4), "test_acc"]

@@ -1,7 +1,7 @@
 """Simulated cells tables with a planted truth, for testing the equivalence analysis and the report.
 
-A simulated table has exactly the columns the runner writes (DESIGN 3.3, plus `mix`), so anything that reads
-`results/<name>/cells.csv` can be tested on it without training a model:
+A simulated table has exactly the columns the runner writes (study.table, with their dtypes), so anything that
+reads `results/<name>/cells.csv` can be tested on it without training a model:
 
     from study.analysis.simulate import PlantedArm, simulate_cells
     cells = simulate_cells([PlantedArm("closed", beta=0.3), PlantedArm("open", beta=-0.1, kind="open")])
@@ -15,8 +15,10 @@ logit scale by a seed effect (shared by every cell of a seed, like the base set)
 (classifier training noise), then observed through a binomial test set of n_test images. Cells fail at
 random with `fail_rate` (status "failed", no metrics). As in the runner, real cells of one seed with the same
 real size (base b + extra e and base b + e: nested subsets, the same images) are one measurement with one
-`cell_key`. Everything is drawn from `seed`: same arguments,
-same table. Never imports torch; costs milliseconds.
+`cell_key`. What a simulated study has no such thing for is empty: metrics other than accuracy, compute time,
+artifact keys and sample-set diagnostics (NaN or empty); a closed-set generator is recorded as trained on its
+base set (`gen_train_images` = n_base). Everything is drawn from `seed`: same arguments, same table. Never
+imports torch; costs milliseconds.
 """
 
 from __future__ import annotations
@@ -29,14 +31,10 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from study.analysis.equivalence import logit_log
+from study.analysis.curve import logit_log
 from study.grid import Cell
+from study.table import conform
 
-COLUMNS = [
-    "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
-    "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
-    "test_auc", "test_nll", "n_test", "status", "error", "seconds", "cell_key",
-]  # fmt: skip
 DEFAULT_CURVE = functools.partial(logit_log, a=-2.0, b=0.7)  # 100 images: 0.77, 400: 0.90, 1600: 0.97
 
 
@@ -64,18 +62,18 @@ class PlantedArm:
         if self.kind not in ("closed", "open"):
             raise ValueError(f"arm {self.name!r}: kind must be 'closed' or 'open', got {self.kind!r}")
 
-    def n_eff(self, n_base, n_syn, classes: int):
+    def n_eff(self, n_base, n_syn, n_classes: int):
         """The effective real size of n_base real plus n_syn synthetic images (totals)."""
         n_base, n_syn = np.asarray(n_base, float), np.asarray(n_syn, float)
         if self.beta is not None:
             return n_base + self.beta * n_syn
-        k = self.K if self.K is not None else classes
-        scale = n_base * self.c1 ** (n_base / k)
+        K = self.K if self.K is not None else n_classes  # noqa: N806 (the paper's name)
+        scale = n_base * self.c1 ** (n_base / K)
         return n_base + n_base * np.log1p(n_syn / scale) / np.log(self.c2)
 
-    def true_beta(self, n_base, n_syn, classes: int):
+    def true_beta(self, n_base, n_syn, n_classes: int):
         """The planted exchange rate (n_eff - n_base) / n_syn at these sizes."""
-        return (self.n_eff(n_base, n_syn, classes) - np.asarray(n_base, float)) / np.asarray(n_syn, float)
+        return (self.n_eff(n_base, n_syn, n_classes) - np.asarray(n_base, float)) / np.asarray(n_syn, float)
 
 
 def _cells(arms, bases, extras, volumes, seeds) -> list[tuple[Cell, PlantedArm | None]]:
@@ -96,7 +94,7 @@ def simulate_cells(
     extras: Sequence[int] = (10, 30),  # extra real images per class (real-extra arm)
     volumes: Sequence[int] = (20, 80),  # synthetic images per class
     seeds: Sequence[int] = (0, 1, 2),
-    classes: int = 10,
+    n_classes: int = 10,
     n_test: int = 1000,
     curve: Callable[[np.ndarray], np.ndarray] = DEFAULT_CURVE,  # true accuracy at n real images
     seed_sd: float = 0.0,  # sd of a seed's shift of logit accuracy (shared by its cells)
@@ -106,8 +104,8 @@ def simulate_cells(
     classifier: str = "simulated",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """A cells table (DESIGN 3.3 columns plus `mix`) drawn from the planted truth described in the module
-    docstring. test_bacc equals test_acc (balanced classes); test_auc and test_nll are not simulated (NaN)."""
+    """A cells table (every study.table column) drawn from the planted truth described in the module docstring.
+    test_bacc equals test_acc (balanced classes); test_auc, test_nll and test_ece are not simulated (NaN)."""
     names = [a.name for a in arms]
     if len(set(names)) != len(names) or {"real-only", "real-extra"} & set(names):
         raise ValueError(f"arm names must be distinct and not real-only/real-extra, got {names}")
@@ -116,9 +114,9 @@ def simulate_cells(
     rows, measured = [], {}
     for cell, arm in _cells(arms, bases, extras, volumes, seeds):
         n_base, n_extra, n_syn = (
-            v * classes for v in (cell.base_per_class, cell.extra_per_class, cell.volume_per_class)
+            v * n_classes for v in (cell.base_per_class, cell.extra_per_class, cell.volume_per_class)
         )
-        n = n_base + n_extra if arm is None else float(arm.n_eff(n_base, n_syn, classes))
+        n = n_base + n_extra if arm is None else float(arm.n_eff(n_base, n_syn, n_classes))
         if not n > 0:
             raise ValueError(f"arm {arm.name!r} plants n_eff = {n:g} <= 0 at base {n_base}, n_syn {n_syn}: raise beta")
         key = f"real{n_base + n_extra}-s{cell.seed}" if arm is None else cell.label
@@ -128,12 +126,21 @@ def simulate_cells(
         acc, failed = measured[key]
         rows.append({
             "cell": cell.label, "dataset": dataset, "seed": cell.seed, "base_per_class": cell.base_per_class,
-            "n_base": n_base, "arm": cell.arm, "arm_kind": cell.arm_kind,
-            "strategy": "none" if arm is None else arm.strategy, "mix": "none" if arm is None else arm.mix,
-            "extra_per_class": cell.extra_per_class, "n_extra": n_extra, "volume_per_class": cell.volume_per_class,
-            "n_syn": n_syn, "classifier": classifier, "test_acc": np.nan if failed else acc,
-            "test_bacc": np.nan if failed else acc, "test_auc": np.nan, "test_nll": np.nan,
-            "n_test": np.nan if failed else n_test, "status": "failed" if failed else "done",
-            "error": "RuntimeError: simulated failure" if failed else "", "seconds": 0.0, "cell_key": key,
+            "n_base": n_base, "arm": cell.arm, "arm_kind": cell.arm_kind, "extra_per_class": cell.extra_per_class,
+            "n_extra": n_extra, "volume_per_class": cell.volume_per_class, "n_syn": n_syn, "classifier": classifier,
+            "test_acc": np.nan if failed else acc, "test_bacc": np.nan if failed else acc,
+            "n_test": None if failed else n_test, "status": "failed" if failed else "done",
+            "error": "RuntimeError: simulated failure" if failed else "", "n_classes": n_classes, "cell_key": key,
+            **_arm_columns(arm, dataset, n_base),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return conform(pd.DataFrame(rows))
+
+
+def _arm_columns(arm: PlantedArm | None, dataset: str, n_base: int) -> dict:
+    """What a row says about its arm: strategy, batch mixing, label policy and what the generator saw."""
+    if arm is None:
+        return {"strategy": "none", "mix": "none", "labels": "none"}
+    closed = arm.kind == "closed"
+    return {"strategy": arm.strategy, "mix": arm.mix, "labels": "class" if arm.strategy == "conditional" else "new-class",
+            "gen_train_images": n_base if closed else None,
+            "gen_train_data": f"{dataset}:train[{n_base}]" if closed else None}  # fmt: skip

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from study.analysis.estimators import newcombe_difference, wilson_interval
 from study.bench.common import merge_results, peak_flops
 from study.data.datasets import load_dataset, real_indices
 from study.grid import DigitsData, GeneratorTrainSpec, ModelSpec, SampleSpec, load_grid
@@ -144,21 +145,6 @@ def throughput(preset: str, resolution: int, channels: int, batch: int, peak: fl
 # --- quality on digits -------------------------------------------------------------------------------------
 
 
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(successes, n, alpha=0.05, method="wilson")
-    return float(lo), float(hi)
-
-
-def difference_ci(a: dict, b: dict) -> tuple[float, float]:
-    """95% interval of accuracy(a) - accuracy(b), Newcombe's hybrid score method (sound at 0 or 1)."""
-    from statsmodels.stats.proportion import confint_proportions_2indep
-
-    lo, hi = confint_proportions_2indep(a["correct"], a["n"], b["correct"], b["n"], method="newcomb")
-    return float(lo), float(hi)
-
-
 def digits_quality(grid_path: Path, base: int, seed: int) -> tuple[dict, dict]:
     from sklearn.linear_model import LogisticRegression
 
@@ -203,7 +189,7 @@ def digits_quality(grid_path: Path, base: int, seed: int) -> tuple[dict, dict]:
                 "n": len(labels),
                 "correct": correct,
                 "cond_acc": acc,
-                "cond_acc_ci95": wilson(correct, len(labels)),
+                "cond_acc_ci95": wilson_interval(correct, len(labels), 0.95),
                 "images_per_s": len(labels) / seconds,
                 "nfe": nfe_per_image(gen, spec),
             }
@@ -256,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "nfe": qs["nfe"],
         "runs": runs,
         "dpmpp_minus_ddpm": diff,
-        "dpmpp_minus_ddpm_ci95": difference_ci(dpm, ddpm),
+        "dpmpp_minus_ddpm_ci95": newcombe_difference(dpm["correct"], dpm["n"], ddpm["correct"], ddpm["n"], 0.95),
         **noise,
     }
     gen_md, sampler_md = markdown(gen_figures, sampler_figures)

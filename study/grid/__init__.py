@@ -15,6 +15,7 @@ from study.grid.schema import (
     SEARCH_RANGE,
     TEXT2IMAGE_OPTIONS,
     UNET_OPTIONS,
+    AnalysisSpec,
     AugGenSearch,
     Cifar10Data,
     Cifar100Data,
@@ -40,6 +41,7 @@ from study.grid.schema import (
     PositiveInt,
     PretrainedSpec,
     Probability,
+    PublishedSetting,
     RealSpec,
     SampleSpec,
     Strategy,
@@ -52,6 +54,7 @@ from study.grid.schema import (
 )
 
 __all__ = [
+    "AnalysisSpec",
     "AugGenSearch",
     "Cell",
     "Cifar100Data",
@@ -80,6 +83,7 @@ __all__ = [
     "PositiveInt",
     "PretrainedSpec",
     "Probability",
+    "PublishedSetting",
     "RESERVED_ARMS",
     "RealSpec",
     "SCHEMA_VERSION",

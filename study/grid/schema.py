@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
@@ -450,6 +450,19 @@ class ClassifierSpec(Strict):
         return self
 
 
+# --- analysis ----------------------------------------------------------------------------------------
+# How study.analysis and study.report read the results: never part of a cache key (nothing is computed from it).
+
+PublishedSetting = Literal["cifar10", "bloodmnist", "imagenet100"]  # study.analysis.published.PUBLISHED's settings
+
+
+class AnalysisSpec(Strict):
+    # The source paper's setting this grid reproduces, for its published closed-form constants (SCIENCE.md 1).
+    # None: matched by the dataset itself (cifar10; medmnist flavor bloodmnist); an npz file or an image folder
+    # has to be named here.
+    published: PublishedSetting | None = None
+
+
 # --- the grid ----------------------------------------------------------------------------------------
 
 
@@ -462,6 +475,7 @@ class Grid(Strict):
     classifier: ClassifierSpec = ClassifierSpec()
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
     device: str = "auto"  # auto | cpu | cuda | cuda:N; never part of a key
+    analysis: AnalysisSpec = AnalysisSpec()
     smoke: dict[str, Any] | None = None  # deep-merged over the grid by --smoke
 
     _sorted = field_validator("seeds")(_distinct_sorted)
@@ -478,4 +492,13 @@ class Grid(Strict):
     def _synthetic_needed(self):
         if self.generators and self.synthetic is None:
             raise ValueError("`generators` are given but `synthetic` (volume or ratio) is missing")
+        return self
+
+    @model_validator(mode="after")
+    def _published_fits_the_dataset(self):
+        named, label = self.analysis.published, dataset_label(self.dataset)
+        if named is not None and label in get_args(PublishedSetting) and label != named:
+            raise ValueError(
+                f"analysis.published is {named!r} but the dataset is {label!r}, a published setting itself"
+            )
         return self

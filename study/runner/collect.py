@@ -3,8 +3,8 @@
 The table is a pure function of the plan and the store's contents, so it is the same whoever computed the
 cells (any worker, shard or earlier interrupted run), and rewriting it is always safe. A cell is `done`
 when its classifier artifact is; `failed` when the artifact (or one it depends on) recorded an error;
-cells not yet attempted are left out, and `plan.json` beside the table says how many the grid has.
-Never imports torch.
+cells not yet attempted are left out, and `plan.json` beside the table says how many the grid has. The
+columns, their dtypes and meanings are study.table's. Never imports torch.
 """
 
 from __future__ import annotations
@@ -28,19 +28,8 @@ from study.store import (
     atomic_write_json,
     read_json,
 )
+from study.table import COLUMNS, conform
 
-COLUMNS = [
-    "cell", "dataset", "seed", "base_per_class", "n_base", "arm", "arm_kind", "strategy", "mix",
-    "extra_per_class", "n_extra", "volume_per_class", "n_syn", "classifier", "test_acc", "test_bacc",
-    "test_auc", "test_nll", "test_ece", "n_test", "status", "error", "seconds", "n_classes",
-    "gen_train_images", "gen_train_data", "cond_acc", "cell_key", "generator_key", "samples_key",
-    "labels", "n_pairs", "mix_a", "mix_b", "pair_distance", "source_mass", "cka",
-]  # fmt: skip
-# Mixed sample sets (auggen, scoremix): `labels` is the policy for mixed images (real and conditional rows: none,
-# class); mix_a, mix_b the weights of a pair's classes i, j (AugGen alpha, beta as searched or set; ScoreMix
-# lambda, 1 - lambda); pair_distance the mean cosine distance of the pairs' class centroids in the base
-# classifier's space; source_mass the reference classifier's mean probability on the two sources. cka: linear CKA
-# of the generator's class embeddings and the base classifier's class centroids (every closed-set sample set).
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
 
@@ -80,7 +69,7 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
     error = None if metrics else _first_error(store, plan, node.key)
     if metrics is None and error is None:
         return None  # not attempted yet
-    k = (metrics or {}).get("num_classes", n_classes)
+    classes = (metrics or {}).get("num_classes", n_classes)
     row = {
         "cell": cell.label,
         "dataset": dataset_label(grid.dataset),
@@ -91,10 +80,10 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
         "extra_per_class": cell.extra_per_class,
         "volume_per_class": cell.volume_per_class,
         "classifier": grid.classifier.arch,
-        "n_classes": k,
-        "n_base": cell.base_per_class * k if k else None,
-        "n_extra": cell.extra_per_class * k if k else None,
-        "n_syn": cell.volume_per_class * k if k else None,
+        "n_classes": classes,
+        "n_base": cell.base_per_class * classes if classes else None,
+        "n_extra": cell.extra_per_class * classes if classes else None,
+        "n_syn": cell.volume_per_class * classes if classes else None,
         "status": "done" if metrics else "failed",
         "error": error or "",
         "cell_key": node.key,
@@ -121,8 +110,8 @@ def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
         "cond_acc": diagnostics.get("cond_acc"),
         "gen_train_images": stats.get("train_images"),  # what the generator saw (None: unknown, pretrained)
         "gen_train_data": stats.get("train_data"),
-        "mix_a": weights[0],
-        "mix_b": weights[1],
+        "pair_weight_i": weights[0],
+        "pair_weight_j": weights[1],
         **{name: diagnostics.get(name) for name in _SAMPLE_DIAGNOSTICS},
     }
 
@@ -140,10 +129,7 @@ def known_num_classes(plan: Plan, store: Store) -> int | None:
 def collect(plan: Plan, store: Store, n_classes: int | None = None) -> pd.DataFrame:
     n_classes = n_classes or known_num_classes(plan, store)
     rows = [r for c in plan.cells if (r := cell_row(plan, store, c, n_classes)) is not None]
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("n_base", "n_extra", "n_syn", "n_test", "n_classes", "gen_train_images", "n_pairs"):
-        df[col] = df[col].astype("Int64")
-    return df
+    return conform(pd.DataFrame(rows, columns=COLUMNS))
 
 
 def write_table(plan: Plan, store: Store, results_dir: Path, n_classes: int | None = None) -> pd.DataFrame:

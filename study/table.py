@@ -1,0 +1,115 @@
+"""The cells table (`results/<name>/cells.csv` and `.parquet`, DESIGN 3.3): its columns, their dtypes and
+meanings, defined once. study.runner.collect writes it, study.analysis.simulate simulates it, and the
+equivalence analysis and the report read it through `read_cells` / `upgrade`. Never imports torch.
+
+    from study.table import COLUMNS, conform, read_cells
+    df = conform(rows_frame)           # every column, in order, with its dtype (missing ones empty)
+    cells = read_cells("results/digits/cells.csv")   # older tables: renamed columns mapped, missing ones empty
+
+Counts are nullable integers (`Int64`: empty where unknown, e.g. for a failed cell whose class count was not
+known yet); text columns are strings ("" or empty where they do not apply); metrics and diagnostics are floats
+(NaN where a cell has none).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # "string" | "Int64" | "float64"
+    meaning: str
+    required: bool = False  # the equivalence analysis needs it (every table since the first has it)
+
+
+_COLUMNS = (
+    Column("cell", "string", "the cell's label: arm, base, extra or volume, seed", True),
+    Column("dataset", "string", "the dataset (the MedMNIST flavor for medmnist)", True),
+    Column("seed", "Int64", "the seed: base subset, generator, samples and classifier", True),
+    Column("base_per_class", "Int64", "base real images per class", True),
+    Column("n_base", "Int64", "base real images in total (base_per_class x n_classes)", True),
+    Column("arm", "string", "the arm: real-only, real-extra or a generator arm's name", True),
+    Column("arm_kind", "string", "real-only | real-extra | closed | open (what the generator saw)", True),
+    Column("strategy", "string", "sampling: conditional, auggen-<pairs>, scoremix-<pairs>; none (real arms)", True),
+    Column("mix", "string", "batch mixing of real and synthetic images: uniform | fraction=<p>; none for real arms"),
+    Column("extra_per_class", "Int64", "extra real images per class (real-extra arm; 0 otherwise)", True),
+    Column("n_extra", "Int64", "extra real images in total", True),
+    Column("volume_per_class", "Int64", "synthetic images per class (generator arms; 0 otherwise)", True),
+    Column("n_syn", "Int64", "synthetic images in total", True),
+    Column("classifier", "string", "the classifier's architecture", True),
+    Column("test_acc", "float64", "test accuracy", True),
+    Column("test_bacc", "float64", "test balanced accuracy"),
+    Column("test_auc", "float64", "test ROC AUC (one-vs-rest macro average for several classes)"),
+    Column("test_nll", "float64", "test negative log-likelihood per image"),
+    Column("test_ece", "float64", "test expected calibration error"),
+    Column("n_test", "Int64", "test images", True),
+    Column("status", "string", "done | failed", True),
+    Column("error", "string", "a failed cell's error and the path of its traceback", True),
+    Column("seconds", "float64", "the classifier's build time"),
+    Column("n_classes", "Int64", "classes of the dataset (of the classifier: new-class labels add classes)"),
+    Column("gen_train_images", "Int64", "images the generator trained on (empty when unknown, e.g. pretrained)"),
+    Column("gen_train_data", "string", "what the generator trained on, e.g. digits:train[100]"),
+    Column("cond_acc", "float64", "share of the sample set the reference classifier labels as asked"),
+    Column("cell_key", "string", "the classifier artifact's key (shared by cells that train the same classifier)"),
+    Column("generator_key", "string", "the generator artifact's key"),
+    Column("samples_key", "string", "the sample set's key"),
+    Column("labels", "string", "labels of mixed images: new-class | soft | dominant; class (conditional), none (real)"),
+    Column("n_pairs", "Int64", "class pairs a mixing strategy sampled"),
+    Column("pair_weight_i", "float64", "weight of a pair's class i (AugGen alpha as searched or set; ScoreMix lambda)"),
+    Column("pair_weight_j", "float64", "weight of a pair's class j (AugGen beta; ScoreMix 1 - lambda)"),
+    Column("pair_distance", "float64", "mean cosine distance of the pairs' class centroids (base classifier)"),
+    Column("source_mass", "float64", "the reference classifier's mean probability on a mixed image's two classes"),
+    Column("cka", "float64", "linear CKA of the generator's class embeddings and the classifier's class centroids"),
+)
+SCHEMA: dict[str, Column] = {c.name: c for c in _COLUMNS}
+COLUMNS: list[str] = list(SCHEMA)
+REQUIRED: list[str] = [c.name for c in _COLUMNS if c.required]
+# Columns renamed since the first tables: old name -> new name (`upgrade` maps them on read).
+RENAMED = {"mix_a": "pair_weight_i", "mix_b": "pair_weight_j"}
+
+
+class TableError(ValueError):
+    """A cells table that cannot be read: names the file, the columns or values and what was expected."""
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """Every column of the schema in order with its dtype; columns the frame lacks are empty."""
+    out = pd.DataFrame(index=df.index)
+    for name, col in SCHEMA.items():
+        values = df[name] if name in df.columns else pd.Series(index=df.index, dtype=col.dtype)
+        if col.dtype == "string":
+            out[name] = values.astype("string")
+        else:
+            out[name] = pd.to_numeric(values, errors="raise").astype(col.dtype)
+    return out
+
+
+def upgrade(df: pd.DataFrame) -> pd.DataFrame:
+    """An older table in today's column names: renamed columns mapped, missing optional columns added empty
+    (values are left as they are; `conform` sets the dtypes). Columns the schema does not know are kept."""
+    out = df.rename(columns={old: new for old, new in RENAMED.items() if old in df.columns and new not in df.columns})
+    for name in COLUMNS:
+        if name not in out.columns and not SCHEMA[name].required:
+            out[name] = pd.Series(index=out.index, dtype=SCHEMA[name].dtype)
+    return out
+
+
+def read_cells(path: str | os.PathLike) -> pd.DataFrame:
+    """A cells table (.csv or .parquet), upgraded to today's columns; TableError names missing required columns
+    and unexpected status values."""
+    path = Path(path)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"error": "string"})
+    df = upgrade(df)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise TableError(f"{path}: missing columns {missing} (expected the study.runner.collect table)")
+    bad = sorted(set(df["status"].dropna()) - {"done", "failed"})
+    if bad or df["status"].isna().any():
+        raise TableError(f"{path}: column status: unexpected values {bad or ['(empty)']}; expected 'done' or 'failed'")
+    return df

@@ -1,0 +1,79 @@
+"""Estimators of study.analysis.estimators against published worked examples and closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from study.analysis.estimators import (
+    newcombe_difference,
+    paired_gains,
+    spearman,
+    spearman_by_arm,
+    summarise,
+    t_interval,
+    wilson_interval,
+)
+
+
+def test_t_interval_of_the_mean():
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0, np.nan], 0.9)  # NaN (a failed seed) is left out
+    half = stats.t.ppf(0.95, 2) * 1.0 / np.sqrt(3)  # sd 1, n 3
+    assert mean == 2.0 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert t_interval([0.5, 0.5], 0.9) == (0.5, 0.5, 0.5)  # no spread: a point
+    assert np.isnan(t_interval([0.7], 0.9)[1]) and np.isnan(t_interval([], 0.9)[0])
+
+
+def test_wilson_and_newcombe_reproduce_newcombe_1998():
+    # Newcombe (1998), Stat Med 17:857 and 17:873: 81/263 -> 0.2553 to 0.3662 (score interval); 56/70 - 48/80
+    # -> 0.0524 to 0.3339 (method 10, the hybrid score interval).
+    assert wilson_interval(81, 263, 0.95) == pytest.approx((0.2553, 0.3662), abs=5e-5)
+    assert newcombe_difference(56, 70, 48, 80, 0.95) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+
+
+def test_one_seed_gain_uses_newcombe_not_wald():
+    """At the edge the Wald difference of two proportions collapses: two perfect scores give the point [0, 0]
+    and 100% vs 98% a symmetric interval that ignores the perfect score's uncertainty. Newcombe's does neither.
+    The report and the generator bench use this one method."""
+    rows = [{"arm": arm, "arm_kind": kind, "seed": 0, "base_per_class": 5, "extra_per_class": 0,
+             "volume_per_class": vol, "test_acc": acc, "n_test": 100}
+            for arm, kind, vol, acc in (("real-only", "real-only", 0, 0.98), ("closed", "closed", 10, 1.0),
+                                        ("real-extra", "real-extra", 0, 0.98))]  # fmt: skip
+    rows[2]["extra_per_class"] = 5
+    _, gains = paired_gains(pd.DataFrame(rows), level=0.9)
+    g = gains.set_index("arm").loc["closed"]
+    assert g["binomial"] and g["mean"] == pytest.approx(0.02)
+    assert (g["lo"], g["hi"]) == pytest.approx(newcombe_difference(100, 100, 98, 100, 0.9))
+    assert g["hi"] - 0.02 > 0.02 - g["lo"]  # asymmetric: more room above than below
+    lo, hi = newcombe_difference(100, 100, 100, 100, 0.9)
+    assert lo < -0.02 and hi > 0.02  # Wald: sqrt(0 + 0) = 0, a zero-width interval
+    assert gains.set_index("arm").loc["real-extra", "mean"] == 0.0
+
+
+def test_summary_of_one_seed_is_the_wilson_interval():
+    done = pd.DataFrame([{"arm": "real-only", "arm_kind": "real-only", "seed": 0, "base_per_class": 5,
+                          "extra_per_class": 0, "volume_per_class": 0, "test_acc": 0.8, "n_test": 500}])  # fmt: skip
+    row = summarise(done, level=0.9).iloc[0]
+    assert row["binomial"] and (row["lo"], row["hi"]) == pytest.approx(wilson_interval(400, 500, 0.9))
+
+
+def test_spearman_with_its_fisher_z_interval():
+    x = np.arange(10.0)
+    rho, lo, hi = spearman(x, x**3, 0.9)  # monotone: rho = 1
+    half = stats.norm.ppf(0.95) * 1.03 / np.sqrt(7)
+    assert rho == pytest.approx(1.0) and lo == pytest.approx(np.tanh(np.arctanh(0.999) - half)) and hi <= 1.0
+    assert spearman(x[:3], x[:3], 0.9) is None and spearman(x, np.ones(10), 0.9) is None
+    points = pd.DataFrame({"arm": ["a"] * 10 + ["b"] * 3, "diagnostic": np.r_[x, 0, 1, 2], "gain": np.r_[-x, 0, 1, 2]})
+    table = spearman_by_arm(points, 0.9).set_index("arm")
+    assert (
+        table.loc["a", "rho"] == pytest.approx(-1.0)
+        and np.isnan(table.loc["b", "rho"])
+        and table.loc["all arms", "n"] == 13
+    )
+
+
+def test_the_generator_bench_uses_these_intervals():
+    bench = pytest.importorskip("study.bench.generator")
+    assert bench.wilson_interval is wilson_interval and bench.newcombe_difference is newcombe_difference
