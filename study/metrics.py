@@ -45,9 +45,9 @@ def per_class_accuracy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Recall of every class (length K); NaN for classes with no examples in `labels`."""
     probs, labels = _check(probs, labels)
     correct = probs.argmax(1) == labels
-    k = probs.shape[1]
-    hits = np.bincount(labels, weights=correct, minlength=k)
-    counts = np.bincount(labels, minlength=k)
+    n_classes = probs.shape[1]
+    hits = np.bincount(labels, weights=correct, minlength=n_classes)
+    counts = np.bincount(labels, minlength=n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 

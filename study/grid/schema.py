@@ -256,7 +256,7 @@ class SampleSpec(Strict):
                 raise ValueError(f"`{key}` is a setting of strategy {' and '.join(users)}, not {self.strategy}")
         if self.step_range is not None and not self.step_range[0] < self.step_range[1]:
             raise ValueError(f"step_range: expected [start, end) with start < end, got {list(self.step_range)}")
-        if self.search is not None and "search" not in (self.mix_alpha, self.mix_beta):
+        if self.search is not None and not self.searches:
             raise ValueError("`search` settings are given but neither alpha nor beta is searched")
         return self
 
@@ -272,22 +272,30 @@ class SampleSpec(Strict):
     def label_policy(self) -> LabelPolicy:
         return self.labels or "new-class"
 
-    @property
-    def mix_weight(self) -> float:
-        return 0.5 if self.weight is None else self.weight
+    # A pair's class weights (i, j), defaults resolved: ScoreMix (lambda, 1 - lambda) on the two model outputs,
+    # AugGen (alpha, beta) on the two class embeddings ("search": chosen by the search); None for conditional.
+    # (`mix` is batch mixing of real and synthetic images, never these.)
 
     @property
-    def mix_alpha(self) -> float | Literal["search"]:
-        return "search" if self.alpha is None else self.alpha
+    def pair_weight_i(self) -> float | Literal["search"] | None:
+        if self.strategy == "scoremix":
+            return 0.5 if self.weight is None else self.weight
+        if self.strategy == "auggen":
+            return "search" if self.alpha is None else self.alpha
+        return None
 
     @property
-    def mix_beta(self) -> float | Literal["search"]:
-        return "search" if self.beta is None else self.beta
+    def pair_weight_j(self) -> float | Literal["search"] | None:
+        if self.strategy == "scoremix":
+            return 1.0 - self.pair_weight_i
+        if self.strategy == "auggen":
+            return "search" if self.beta is None else self.beta
+        return None
 
     @property
     def searches(self) -> bool:
         """AugGen's alpha or beta comes from the grid search."""
-        return self.strategy == "auggen" and "search" in (self.mix_alpha, self.mix_beta)
+        return self.strategy == "auggen" and "search" in (self.pair_weight_i, self.pair_weight_j)
 
     @property
     def needs_classifier(self) -> bool:
@@ -302,8 +310,8 @@ class SampleSpec(Strict):
             return out
         out |= {"pairs": self.pair_rule, "n_pairs": self.n_pairs, "step_range": self.step_range}
         if self.strategy == "scoremix":
-            return out | {"weight": self.mix_weight}
-        out |= {"alpha": self.mix_alpha, "beta": self.mix_beta}
+            return out | {"weight": self.pair_weight_i}
+        out |= {"alpha": self.pair_weight_i, "beta": self.pair_weight_j}
         if self.searches:
             out["search"] = (self.search or AugGenSearch()).model_dump(mode="json")
         return out

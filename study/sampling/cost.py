@@ -97,5 +97,5 @@ def search_images(spec: SampleSpec) -> int:
     from study.sampling.pairs import search_grid
 
     search = spec.search or AugGenSearch()
-    points = len(search_grid(search.step)) ** ((spec.mix_alpha == "search") + (spec.mix_beta == "search"))
+    points = len(search_grid(search.step)) ** ((spec.pair_weight_i == "search") + (spec.pair_weight_j == "search"))
     return points * search.pairs * search.images

@@ -195,9 +195,9 @@ def strategy_terms(
         return conditional_terms(gen, labels, spec.guidance), None
     plain = None if spec.step_range is None else conditional_terms(gen, labels[:, 0], spec.guidance)
     if spec.strategy == "scoremix":
-        return scoremix_terms(gen, labels, spec.mix_weight, spec.guidance), plain
-    alpha = spec.mix_alpha if alpha is None else alpha
-    beta = spec.mix_beta if beta is None else beta
+        return scoremix_terms(gen, labels, spec.pair_weight_i, spec.guidance), plain
+    alpha = spec.pair_weight_i if alpha is None else alpha
+    beta = spec.pair_weight_j if beta is None else beta
     if isinstance(alpha, str) or isinstance(beta, str):
         raise ValueError(
             "sample.alpha/beta: 'search' is resolved by build_sample_set (study.sampling.pairs.search_alpha_beta); "
@@ -328,8 +328,8 @@ def plan_mixing(gen: Generator, spec: SampleSpec, seed_root: str, space: ClassSp
     if space is not None:  # how far apart the chosen sources are, in the classifier's space (far > near)
         info["pair_distance"] = float(cosine_distances(space.centroids)[pairs[:, 0], pairs[:, 1]].mean())
     if spec.strategy == "scoremix":
-        return Mixing(pairs, (spec.mix_weight, 1.0 - spec.mix_weight), info)
-    alpha, beta = spec.mix_alpha, spec.mix_beta
+        return Mixing(pairs, (spec.pair_weight_i, spec.pair_weight_j), info)
+    alpha, beta = spec.pair_weight_i, spec.pair_weight_j
     if spec.searches:
         search = spec.search or AugGenSearch()
         used = pairs[: search.pairs]
