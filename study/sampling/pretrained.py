@@ -189,16 +189,16 @@ def check_class_names(spec: PretrainedSpec, class_names: Sequence[str], where: s
 
 def class_rows(spec: PretrainedSpec, rows: int, null: int | None, class_names: Sequence[str], where: str) -> list[int]:
     """The checkpoint's class-table row for each study class: `class_index`, or the identity when the counts match."""
-    k = len(class_names)
+    n_classes = len(class_names)
     if spec.class_index is None:
         theirs = rows - (null is not None)
-        if theirs != k:
+        if theirs != n_classes:
             raise PretrainedError(
                 f"{where}.pretrained.class_index: the checkpoint has {theirs} classes"
-                f"{' besides its null class' if null is not None else ''}, the dataset {k}; map each study class to "
+                f"{' besides its null class' if null is not None else ''}, the dataset {n_classes}; map each study class to "
                 f"a row of its class table ({{our class: index}})"
             )
-        return list(range(k))
+        return list(range(n_classes))
     index: dict[int, int] = {}
     for ref, row in spec.class_index.items():
         c = class_index(ref, class_names, f"{where}.pretrained.class_index: study class", PretrainedError)
@@ -208,10 +208,10 @@ def class_rows(spec: PretrainedSpec, rows: int, null: int | None, class_names: S
                 f" (the class table has rows 0..{rows - 1})"
             )
         index[c] = row
-    missing = [class_names[c] for c in range(k) if c not in index]
+    missing = [class_names[c] for c in range(n_classes) if c not in index]
     if missing:
         raise PretrainedError(f"{where}.pretrained.class_index: study classes {missing} are not mapped to a row")
-    return [index[c] for c in range(k)]
+    return [index[c] for c in range(n_classes)]
 
 
 def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str) -> dict:
@@ -253,17 +253,23 @@ def save_class_unet(path: Path, spec: PretrainedSpec, ds, out: Path, where: str)
         raise PretrainedError(
             f"{model_where}: expected a pixel-space UNet with 1 or 3 channels in and out, got {channels}"
         )
-    k = len(ds.class_names)
+    n_classes = len(ds.class_names)
     state = unet.state_dict()
     state["class_embedding.weight"] = new_table
-    remapped = UNet2DModel.from_config({**config, "num_class_embeds": k + 1})
+    remapped = UNet2DModel.from_config({**config, "num_class_embeds": n_classes + 1})
     remapped.load_state_dict(state)
     remapped.eval()
-    check_conditioning(remapped, resolution, channels, k)
+    check_conditioning(remapped, resolution, channels, n_classes)
     scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(scheduler_dir))
     info = {"class_rows": rows, "has_null": null is not None, "source_null_class": null}
     save_model(
-        remapped, scheduler, out, num_classes=k, model=None, train_stats={"pretrained": spec.model}, pretrained=info
+        remapped,
+        scheduler,
+        out,
+        num_classes=n_classes,
+        model=None,
+        train_stats={"pretrained": spec.model},
+        pretrained=info,
     )
     return info | {"resolution": resolution, "channels": channels}
 
@@ -366,20 +372,20 @@ def build_text2image_samples(
     dev = resolve_device(device)
     pipe, precision = load_pipeline(Path(meta["path"]), sample, dev)
     clip = clip_scorer(spec.filter, dev, f"{where}.pretrained.filter") if spec.filter else None
-    k = len(class_names)
+    n_classes = len(class_names)
     n = candidates_per_class(volume_per_class, spec.filter.drop if spec.filter else None)
     prompts = prompts_for(spec, class_names, n)
-    seeds = sample_seeds(seed_root, k, n)
+    seeds = sample_seeds(seed_root, n_classes, n)
     denoiser = getattr(pipe, "unet", None) or pipe.transformer  # UNet pipelines (SD 1/2, SDXL) or DiT ones (SD3)
     size = spec.size or denoiser.config.sample_size * pipe.vae_scale_factor
     batch = net_batch(size // pipe.vae_scale_factor, dev)  # a fixed batch shape: images never depend on batching
 
     # Generate every candidate, scoring it at full size and keeping it at the study's size.
-    images = torch.empty((k * n, channels, resolution, resolution), dtype=torch.uint8)
-    scores = np.zeros(k * n, dtype=np.float32)
+    images = torch.empty((n_classes * n, channels, resolution, resolution), dtype=torch.uint8)
+    scores = np.zeros(n_classes * n, dtype=np.float32)
     flagged, start = 0, time.perf_counter()
-    for lo in tqdm(range(0, k * n, batch), desc="text2image", disable=not progress):
-        part = list(range(lo, min(lo + batch, k * n)))
+    for lo in tqdm(range(0, n_classes * n, batch), desc="text2image", disable=not progress):
+        part = list(range(lo, min(lo + batch, n_classes * n)))
         pad = part + [part[0]] * (batch - len(part))  # padding rows repeat the first; their outputs are dropped
         result = pipe(
             [prompts[i] for i in pad],
@@ -399,22 +405,22 @@ def build_text2image_samples(
     seconds = time.perf_counter() - start
 
     # Keep the best `volume_per_class` candidates of every class, in seed order.
-    per_class = scores.reshape(k, n)
-    kept = np.concatenate([c * n + keep_top(per_class[c], volume_per_class) for c in range(k)])
+    per_class = scores.reshape(n_classes, n)
+    kept = np.concatenate([c * n + keep_top(per_class[c], volume_per_class) for c in range(n_classes)])
     kept_images = images[torch.from_numpy(kept)].contiguous()
-    group, rank = set_layout(np.full(k, volume_per_class))
+    group, rank = set_layout(np.full(n_classes, volume_per_class))
     labels = torch.as_tensor(group)
-    candidate_kept = np.isin(np.arange(k * n), kept).reshape(k, n)
+    candidate_kept = np.isin(np.arange(n_classes * n), kept).reshape(n_classes, n)
     trajectory = trajectory_length(sample.sampler, sample.steps, dict(pipe.scheduler.config), None)
     info = {
         "candidates_per_class": n,
         "kept_fraction": volume_per_class / n,
         "nfe_per_image": pipeline_nfe_per_image(sample, trajectory) * n / volume_per_class,
         "seconds": seconds,
-        "images_per_s": k * n / seconds if seconds > 0 else None,
+        "images_per_s": n_classes * n / seconds if seconds > 0 else None,
         "generation_size": size,
         "nsfw_flagged": flagged,
-        "prompts": [prompts[c * n] for c in range(k)],
+        "prompts": [prompts[c * n] for c in range(n_classes)],
     }
     if clip is not None:
         info |= {
@@ -438,7 +444,7 @@ def build_text2image_samples(
     }
     return write_sample_set(
         out_dir, kept_images, group=group, rank=rank, seeds=[seeds[i] for i in kept], labels=labels,
-        num_classes=k, volume_per_class=volume_per_class, meta=about, diagnostics=info, tensors=candidates,
+        num_classes=n_classes, volume_per_class=volume_per_class, meta=about, diagnostics=info, tensors=candidates,
     )  # fmt: skip
 
 

@@ -184,18 +184,20 @@ def load_sample_set(out_dir: Path, volume_per_class: int, *, labels: str = "new-
 
     out_dir = Path(out_dir)
     meta = read_artifact_json(out_dir / SAMPLES_META, "sample set")
-    have, k = meta["diagnostics"]["volume_per_class"], meta["diagnostics"]["num_classes"]
+    have, n_classes = meta["diagnostics"]["volume_per_class"], meta["diagnostics"]["num_classes"]
     if volume_per_class > have:
         raise ValueError(f"volume_per_class: {volume_per_class} asked for, the sample set at {out_dir} has {have}")
     data = load_file(str(out_dir / SAMPLES))
     mixed = "pairs" in data
-    counts = pair_counts(volume_per_class * k, len(data["pairs"])) if mixed else np.full(k, volume_per_class)
+    counts = (
+        pair_counts(volume_per_class * n_classes, len(data["pairs"])) if mixed else np.full(n_classes, volume_per_class)
+    )
     if "rank" in data:
         group, rank = data["group"], data["rank"]
     else:  # sets written before groups were stored: class-major, `have` images per class
-        group, rank = (torch.as_tensor(v) for v in set_layout(np.full(k, have)))
+        group, rank = (torch.as_tensor(v) for v in set_layout(np.full(n_classes, have)))
     keep = rank < torch.as_tensor(counts)[group]
     if not mixed:
         return Split(data["images"][keep], data["labels"][keep])
-    y, soft = mixed_labels(data["pairs"], data["weights"], group[keep], k, labels)
+    y, soft = mixed_labels(data["pairs"], data["weights"], group[keep], n_classes, labels)
     return Split(data["images"][keep], y, soft)

@@ -208,9 +208,9 @@ def strategy_terms(
 
 def combined_eps(gen: Generator, x: torch.Tensor, t: torch.Tensor, terms: list[Term]) -> torch.Tensor:
     """All terms in one batched forward pass, then their per-sample weighted sum."""
-    k = len(terms)
-    out = gen.eps(x.repeat(k, 1, 1, 1), t, torch.cat([term.cond for term in terms]))
-    return sum(term.weight.view(-1, 1, 1, 1) * part for term, part in zip(terms, out.chunk(k), strict=True))
+    n_terms = len(terms)
+    out = gen.eps(x.repeat(n_terms, 1, 1, 1), t, torch.cat([term.cond for term in terms]))
+    return sum(term.weight.view(-1, 1, 1, 1) * part for term, part in zip(terms, out.chunk(n_terms), strict=True))
 
 
 def nfe_per_image(gen: Generator, spec: SampleSpec) -> int:
@@ -312,18 +312,18 @@ class Mixing:
 
 def plan_mixing(gen: Generator, spec: SampleSpec, seed_root: str, space: ClassSpace | None, progress: bool) -> Mixing:
     """Select the pairs (study.sampling.pairs) and resolve the mixing weights, running AugGen's search if asked."""
-    k = gen.num_classes
+    n_classes = gen.num_classes
     rule = spec.pair_rule
     if space is None and spec.needs_classifier:
         need = f"pairs {rule!r}" if rule in ("far", "near") else "the alpha/beta search"
         raise ValueError(f"sample: {need} needs the base classifier's embedding space (space=ClassSpace)")
-    n_pairs = spec.n_pairs or min(k, max_pairs(k))
+    n_pairs = spec.n_pairs or min(n_classes, max_pairs(n_classes))
     distances = None
     if rule in ("far", "near"):
         distances = cosine_distances(space.centroids)
     elif rule in ("far-condition", "near-condition"):
-        distances = cosine_distances(gen.table[:k].double().cpu().numpy())
-    pairs = select_pairs(rule, k, n_pairs, derive_seed(seed_root, "pairs"), distances)
+        distances = cosine_distances(gen.table[:n_classes].double().cpu().numpy())
+    pairs = select_pairs(rule, n_classes, n_pairs, derive_seed(seed_root, "pairs"), distances)
     info: dict = {"n_pairs": len(pairs), "pairs": pairs.tolist()}
     if space is not None:  # how far apart the chosen sources are, in the classifier's space (far > near)
         info["pair_distance"] = float(cosine_distances(space.centroids)[pairs[:, 0], pairs[:, 1]].mean())
@@ -373,12 +373,14 @@ def build_sample_set(
     if volume_per_class < 1:
         raise ValueError(f"volume_per_class: must be at least 1, got {volume_per_class}")
     gen = load_generator(gen_dir, device=device)
-    k = gen.num_classes
+    n_classes = gen.num_classes
     info: dict = {}
     if space is not None:
-        info["cka"] = linear_cka(gen.table[:k].double().cpu().numpy(), space.centroids)
+        info["cka"] = linear_cka(gen.table[:n_classes].double().cpu().numpy(), space.centroids)
     mixing = plan_mixing(gen, spec, seed_root, space, progress) if spec.mixing else None
-    counts = pair_counts(volume_per_class * k, len(mixing.pairs)) if mixing else np.full(k, volume_per_class)
+    counts = (
+        pair_counts(volume_per_class * n_classes, len(mixing.pairs)) if mixing else np.full(n_classes, volume_per_class)
+    )
     group, rank = set_layout(counts)
     seeds = layout_seeds(seed_root, group, rank)
     asked = torch.as_tensor(mixing.pairs[group] if mixing else group)
@@ -402,7 +404,7 @@ def build_sample_set(
     if mixing:  # stored labels: the dominant source (the classifier stage relabels by its policy)
         pairs = torch.as_tensor(mixing.pairs)
         table = torch.tensor([mixing.weights] * len(mixing.pairs), dtype=torch.float64)
-        labels = mixed_labels(pairs, table, torch.as_tensor(group), k, "dominant")[0]
+        labels = mixed_labels(pairs, table, torch.as_tensor(group), n_classes, "dominant")[0]
         extra = {"pairs": pairs, "weights": table}
         info |= mixing.info | {"weights": list(mixing.weights)}
     if score is not None:
@@ -416,6 +418,6 @@ def build_sample_set(
         "device": str(gen.device),
     }
     return write_sample_set(
-        out_dir, images, group=group, rank=rank, seeds=seeds, labels=labels, num_classes=k,
+        out_dir, images, group=group, rank=rank, seeds=seeds, labels=labels, num_classes=n_classes,
         volume_per_class=volume_per_class, meta=meta, diagnostics=info, tensors=extra,
     )  # fmt: skip
