@@ -116,3 +116,24 @@ def fingerprint(path: Path) -> str:
         memo_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(memo_file, json.dumps(memo, sort_keys=True).encode())
     return total.hexdigest()
+
+
+def fingerprint_file(path: Path) -> str:
+    """The sha256 of one file's content (e.g. FID Inception-v3 weights, keyed by content and never by path),
+    memoised by (path, size, mtime) in the same memo as `fingerprint`."""
+    memo_file = default_cache_dir() / "pretrained-fingerprints.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        memo = {}
+    stat = path.stat()
+    memo_key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if memo_key not in memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        memo[memo_key] = digest.hexdigest()
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(memo_file, json.dumps(memo, sort_keys=True).encode())
+    return memo[memo_key]

@@ -3,6 +3,8 @@
     m = classification_metrics(probs, labels, num_classes=10)
     m["acc"], m["bacc"], m["auc"], m["nll"], m["ece"], m["per_class_acc"]
     frechet_distance(real_features, synthetic_features)      # FD (FID's formula) in any feature space
+    kernel_distance(real_features, synthetic_features)       # KD (KID's estimator) and its standard error
+    precision_recall(real, synthetic), density_coverage(real, synthetic)   # k-NN manifold estimates
 
 Conventions (they matter when comparing with published numbers):
 - `auc` is the ROC AUC of the positive class for 2 classes, else the macro average of one-vs-rest AUCs
@@ -11,6 +13,9 @@ Conventions (they matter when comparing with published numbers):
 - `ece` is the top-label expected calibration error with 15 equal-width confidence bins on (0, 1]
   (Guo et al. 2017): sum over bins of (bin share) x |accuracy - mean confidence|.
 - `nll` is the mean negative log-probability of the true class, probabilities clipped at 1e-12.
+
+The feature-set distances cost O((N + M)^2 D) in chunked matrix products (no Python loops over rows): about
+a second for 5,000 x 5,000 vectors of width 100 on one core.
 """
 
 from __future__ import annotations
@@ -115,3 +120,101 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     eig = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
     cross = np.sqrt(np.clip(eig, 0.0, None)).sum()
     return float(max(0.0, mu @ mu + np.trace(cov_a) + np.trace(cov_b) - 2.0 * cross))
+
+
+# --- feature-set distances (generator diagnostics) ------------------------------------------------------
+
+CHUNK_ROWS = 2048  # rows of a distance block: 2048 x 10,000 float64 is 160 MB at most
+
+
+def _pair(a: np.ndarray, b: np.ndarray, least: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two (N, D) feature arrays of one width, got {a.shape} and {b.shape}")
+    if len(a) < least or len(b) < least:
+        raise ValueError(f"need at least {least} rows per set, got {len(a)} and {len(b)}")
+    return a, b
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) squared Euclidean distances |a_i|^2 + |b_j|^2 - 2 a_i.b_j: one matrix product, clipped at 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0)
+
+
+def _chunks(n: int):
+    return (slice(i, min(i + CHUNK_ROWS, n)) for i in range(0, n, CHUNK_ROWS))
+
+
+def kth_neighbour_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from every row of `x` to its k-th nearest other row (the radius of its k-NN ball)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not 1 <= k < len(x):
+        raise ValueError(f"k = {k} nearest neighbours need more than k rows, got {len(x)}")
+    out = np.empty(len(x))
+    for rows in _chunks(len(x)):
+        d = squared_distances(x[rows], x)
+        d[np.arange(d.shape[0]), np.arange(rows.start, rows.stop)] = np.inf  # not its own neighbour
+        out[rows] = np.sqrt(np.partition(d, k - 1, axis=1)[:, k - 1])
+    return out
+
+
+def _ball_counts(centres: np.ndarray, radii: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every point, how many balls B(centre_i, radius_i) hold it (strictly inside); for every ball, whether
+    any point lies in it."""
+    inside_per_point = np.zeros(len(points), dtype=np.int64)
+    ball_hit = np.zeros(len(centres), dtype=bool)
+    for rows in _chunks(len(centres)):
+        inside = np.sqrt(squared_distances(centres[rows], points)) < radii[rows, None]
+        inside_per_point += inside.sum(0)
+        ball_hit[rows] = inside.any(1)
+    return inside_per_point, ball_hit
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): the real manifold is the union of balls around
+    the real points reaching their k-th nearest real neighbour; precision is the share of fake points inside
+    it, recall the share of real points inside the fake manifold built the same way. Mode dropping lowers
+    recall; off-manifold samples lower precision. k = 3 as in the paper."""
+    real, fake = _pair(real, fake, least=k + 1)
+    in_real, _ = _ball_counts(real, kth_neighbour_distance(real, k), fake)
+    in_fake, _ = _ball_counts(fake, kth_neighbour_distance(fake, k), real)
+    return float(np.mean(in_real > 0)), float(np.mean(in_fake > 0))
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020), built on real k-NN balls only (robust to fake outliers):
+    density = (1 / kM) sum_j #{real balls holding fake j} (about 1 for matching distributions, above 1 when
+    fakes crowd the real modes); coverage = share of real balls holding at least one fake. k = 5 as the paper
+    recommends."""
+    real, fake = _pair(real, fake, least=k + 1)
+    counts, hit = _ball_counts(real, kth_neighbour_distance(real, k), fake)
+    return float(counts.sum() / (k * len(fake))), float(hit.mean())
+
+
+def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def kernel_distance(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Kernel distance: the unbiased estimate of MMD^2 between two feature sets with KID's cubic polynomial
+    kernel k(x, y) = (x.y / d + 1)^3 (Binkowski et al. 2018), on all rows at once (no subsets):
+
+        KD = sum_{i!=j} k(a_i, a_j) / (n(n-1)) + sum_{i!=j} k(b_i, b_j) / (m(m-1)) - 2 sum_{i,j} k(a_i, b_j) / (nm)
+
+    and its standard error from the first-order (Hoeffding) variance of this two-sample U-statistic,
+    se^2 = 4 Var(g_a) / n + 4 Var(g_b) / m with g_a(x) = mean k(x, a) - mean k(x, b) and g_b alike (Serfling
+    1980, 5.5). It can be slightly negative when the sets match; at a match the first-order term vanishes and
+    the se understates the (second-order, O(1/n)) noise. For equal sizes it equals torchmetrics' KID with one
+    subset of every row."""
+    a, b = _pair(a, b, least=2)
+    n, m = len(a), len(b)
+    kaa, kbb, kab = _polynomial_kernel(a, a), _polynomial_kernel(b, b), _polynomial_kernel(a, b)
+    np.fill_diagonal(kaa, 0.0)
+    np.fill_diagonal(kbb, 0.0)
+    kd = kaa.sum() / (n * (n - 1)) + kbb.sum() / (m * (m - 1)) - 2.0 * kab.sum() / (n * m)
+    g_a = kaa.sum(1) / (n - 1) - kab.mean(1)
+    g_b = kbb.sum(1) / (m - 1) - kab.mean(0)
+    se = np.sqrt(4.0 * g_a.var(ddof=1) / n + 4.0 * g_b.var(ddof=1) / m)
+    return float(kd), float(se)

@@ -63,6 +63,7 @@ GENERATOR_META, GENERATOR_CHECKPOINT = "generator.json", "checkpoint.pt"
 UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
 TRAIN_STATS, PRETRAINED_META = "train_stats.json", "pretrained.json"
 SAMPLES, SAMPLES_META, PREVIEW = "samples.safetensors", "samples.json", "preview.png"
+DIAGNOSTICS, NEAREST = "diagnostics.json", "nearest.png"  # the diagnostics stage (study.sampling.diagnostics)
 KEY_CHARS = 12  # hex digits of the key in a directory name
 
 

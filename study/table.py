@@ -66,10 +66,32 @@ _COLUMNS = (
     Column("pair_distance", "float64", "mean cosine distance of the pairs' class centroids (base classifier)"),
     Column("source_mass", "float64", "the reference classifier's mean probability on a mixed image's two classes"),
     Column("cka", "float64", "linear CKA of the generator's class embeddings and the classifier's class centroids"),
+    # Sample-set diagnostics (the `diagnostics` stage, one per sample set and base size; study.sampling.diagnostics).
+    Column("mem_frac", "float64", "share of samples that are near-copies of a base image (d1/d2 < 1/3, pixels)"),
+    Column("mem_ratio", "float64", "median NN distance to the base / to as many outside-base training images (pixels)"),
+    Column("mem_frac_unseen", "float64", "the near-copy test against outside-base images (its false-positive floor)"),
+    Column("mem_frac_feat", "float64", "mem_frac in the judge's penultimate features"),
+    Column("mem_ratio_feat", "float64", "mem_ratio in the judge's penultimate features"),
+    Column("gen_mem_frac", "float64", "a pool-trained generator: near-copies of its own training set (val split held)"),
+    Column("gen_mem_ratio", "float64", "its samples' NN distance to its training set / the val images' (Meehan 2020)"),
+    Column("fd", "float64", "Frechet distance to a class-balanced pool sample in the judge's features"),
+    Column("kd", "float64", "kernel distance (KID's unbiased MMD^2, cubic kernel) in the judge's features"),
+    Column("kd_se", "float64", "kd's standard error (first-order U-statistic variance)"),
+    Column("precision", "float64", "precision (Kynkaanniemi et al. 2019, k = 3) in the judge's features"),
+    Column("recall", "float64", "recall (Kynkaanniemi et al. 2019, k = 3) in the judge's features"),
+    Column("density", "float64", "density (Naeem et al. 2020, k = 5) in the judge's features"),
+    Column("coverage", "float64", "coverage (Naeem et al. 2020, k = 5) in the judge's features"),
+    Column("domain_auc", "float64", "cross-validated AUC of a small CNN telling samples from real images (0.5: none)"),
+    Column("cas", "float64", "classification accuracy score: the grid's classifier on base-size synthetic sets alone"),
+    Column("fid", "float64", "standard FID (Inception-v3), only with local weights"),
+    Column("diagnostics_key", "string", "the sample set's diagnostics artifact at this base"),
+    Column("diagnostics_error", "string", "why the diagnostics stage failed (the cell itself is unaffected)"),
 )
 SCHEMA: dict[str, Column] = {c.name: c for c in _COLUMNS}
 COLUMNS: list[str] = list(SCHEMA)
 REQUIRED: list[str] = [c.name for c in _COLUMNS if c.required]
+# The values read from a sample set's diagnostics.json (the columns from mem_frac to fid).
+DIAGNOSTIC_COLUMNS: list[str] = COLUMNS[COLUMNS.index("mem_frac") : COLUMNS.index("fid") + 1]
 # Columns renamed since the first tables: old name -> new name (`upgrade` maps them on read).
 RENAMED = {"mix_a": "pair_weight_i", "mix_b": "pair_weight_j"}
 

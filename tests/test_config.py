@@ -194,6 +194,13 @@ def test_sharing_in_the_plan(tmp_path):
     # seed, open (pool-trained) per seed only
     assert len(plan.by_stage("samples")) == 3 * 2 * 2 + 3
     assert {n.volume_per_class for n in plan.by_stage("samples")} == {40}
+    # one judge per seed; diagnostics per (sample set, base): closed and scoremix per base and seed, the open
+    # set (shared by every base) once per base, each on the largest prefix a cell at that base trains on
+    assert sorted(n.seed for n in plan.by_stage("reference")) == [0, 1, 2]
+    diagnostics = plan.by_stage("diagnostics")
+    assert len(diagnostics) == 3 * 2 * 2 + 3 * 2 and {n.volume_per_class for n in diagnostics} == {40}
+    assert all(plan.cell_diagnostics[c] for c in plan.cells if c.arm_kind in ("closed", "open"))
+    assert not any(set(n.parents) & {d.key for d in diagnostics} for n in plan.nodes.values())  # leaves
     # real-extra (5 + 5) trains on the same real images as real-only 10: one shared classifier
     cells = {(c.arm, c.base_per_class, c.extra_per_class, c.seed): plan.cell_node[c] for c in plan.cells}
     assert cells[("real-extra", 5, 5, 0)] == cells[("real-only", 10, 0, 0)]
@@ -223,3 +230,22 @@ def test_shipped_grids_name_the_published_setting_they_reproduce():
     assert load_grid(grids / "cifar.yaml").analysis.published == "cifar10"  # an npz: the data cannot say
     assert load_grid(grids / "imagenet100.yaml").analysis.published == "imagenet100"  # an image folder
     assert load_grid(grids / "quickstart.yaml").analysis.published is None
+
+
+def test_diagnostics_keys_follow_their_settings_and_the_fid_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv("STUDY_INCEPTION_WEIGHTS", raising=False)
+    grid = load_grid(write(tmp_path, GRID))
+    diag = lambda g: {n.key for n in make_plan(g, expand(g)).by_stage("diagnostics")}  # noqa: E731
+    samples = lambda g: {n.key for n in make_plan(g, expand(g)).by_stage("samples")}  # noqa: E731
+    no_cas = load_grid(write(tmp_path, GRID + "diagnostics: {cas: false}\n", "nocas.yaml"))
+    assert not diag(grid) & diag(no_cas) and samples(grid) == samples(no_cas)  # only the diagnostics change
+    weights = tmp_path / "inception.pt"
+    weights.write_bytes(b"weights")
+    monkeypatch.setenv("STUDY_INCEPTION_WEIGHTS", str(weights))  # the standard FID joins the key by content
+    with_fid = diag(grid)
+    moved = tmp_path / "elsewhere.pt"
+    moved.write_bytes(b"weights")
+    monkeypatch.setenv("STUDY_INCEPTION_WEIGHTS", str(moved))
+    assert diag(grid) == with_fid  # the same file elsewhere: the same keys
+    monkeypatch.delenv("STUDY_INCEPTION_WEIGHTS")
+    assert not diag(grid) & with_fid

@@ -28,7 +28,7 @@ N_BOOT = 20  # the bootstrap's cost dominates; the report only needs its columns
 SECTIONS = [
     "## Headline", "## Accuracy vs training-set size", "## Exchange rate: synthetic images per real image",
     "## Equivalence curves and the closed form", "## Strategy comparison", "## Synthetic samples",
-    "## Generator diagnostics vs downstream gain", "## Per-cell results", "## Failed cells", "## Provenance",
+    "## Generator diagnostics vs downstream gain", "## Why did synthetic data help or not?", "## Per-cell results", "## Failed cells", "## Provenance",
     "## Methods",
 ]  # fmt: skip
 BLOCK_TORCH = """
@@ -71,6 +71,14 @@ def simulated_cells(arms=None, fail_rate=0.03, **kw) -> pd.DataFrame:
                       for a, b, s, y in zip(share, cells["base_per_class"], cells["seed"], syn, strict=True)]  # fmt: skip
     diag = {k: rng.uniform(0.5, 0.95) for k in cells["samples_key"].dropna().unique()}
     cells["cond_acc"] = cells["samples_key"].map(diag)
+    # Sample-set diagnostics (one set per base and seed here): near-copies planted in the open arm's sets only.
+    cells["diagnostics_key"] = cells["samples_key"]
+    keys = cells[["samples_key"]].assign(share=share).dropna().drop_duplicates("samples_key")
+    planted = dict(zip(keys["samples_key"], np.where(keys["share"] == "open", 0.8, 0.1), strict=True))
+    for col in ("mem_frac", "mem_ratio", "mem_frac_feat", "fd", "kd", "precision", "recall", "density", "coverage",
+                "domain_auc", "cas"):  # fmt: skip
+        values = {k: rng.uniform(0.3, 0.7) + (planted[k] if col == "mem_frac" else 0) for k in planted}
+        cells[col] = cells["diagnostics_key"].map(values)
     return cells
 
 
@@ -102,6 +110,10 @@ def write_results(
         d = _artifact(store, "samples", key, 3.0, {"reference": ref})
         digits = (rng.random((10 * 8, 8 * 8)) * 255).astype(np.uint8)  # 10 classes x 8 samples of 8x8
         Image.fromarray(digits).resize((256, 320), Image.NEAREST).save(d / "preview.png")
+    for key in cells["diagnostics_key"].dropna().unique() if "diagnostics_key" in cells else []:
+        d = _artifact(store, "diagnostics", key, 1.0)
+        pairs = (rng.random((10 * 8, 8 * 16)) * 255).astype(np.uint8)  # 10 classes x 8 (sample, nearest) pairs
+        Image.fromarray(pairs).resize((512, 320), Image.NEAREST).save(d / "nearest.png")
     results = root / name
     results.mkdir(parents=True, exist_ok=True)
     cells.to_csv(results / "cells.csv", index=False)
@@ -201,7 +213,25 @@ def test_provenance_counts_each_artifact_once(full):
     assert f"| generator | {n_gen} | {n_gen} | {5.0 * n_gen:,.1f} |" in section
     assert f"| classifier | {n_clf} | {n_clf_done} | {2.0 * n_clf_done:,.1f} |" in section
     assert "| reference | 1 | 1 | 7.0 |" in section
+    n_diag = cells["diagnostics_key"].nunique()
+    assert f"| diagnostics | {n_diag} | {n_diag} | {1.0 * n_diag:,.1f} |" in section
     assert "`0123456789ab` (dirty tree)" in section and "| torch | 2.14.1 |" in section
+
+
+def test_diagnostics_section_names_the_planted_separator(full):
+    cells, _, out, _ = full
+    md = (out / "report.md").read_text()
+    section = md.split("## Why did synthetic data help or not?")[1].split("## Per-cell results")[0]
+    done = cells[(cells["status"] == "done") & cells["diagnostics_key"].notna()]
+    n_sets = done["diagnostics_key"].nunique()  # one point per sample set, not one per cell
+    assert f"over {n_sets} sample sets" in section and n_sets < len(done)
+    open_line = next(line for line in section.splitlines() if line.startswith("- **open**"))
+    assert "did not help" in open_line and "near-copy share (pixels)" in open_line  # from the planted numbers
+    assert "rank separation 1.00" in open_line or "rank separation 0.00" in open_line
+    closed_line = next(line for line in section.splitlines() if line.startswith("- **closed**"))
+    assert "helped" in closed_line and "open" in closed_line
+    assert "| closed = closed-30 | 5 |" in section  # the table per arm (arms sharing sets joined) and base
+    assert "most-memorised arm (open" in md.split("## Synthetic samples")[1]  # fig5: its nearest-image row
 
 
 def test_complete_grid_has_no_banner_and_a_grid_file_finds_its_results(tmp_path):

@@ -65,6 +65,8 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "grid quickstart: 162 cells" in out
     assert "generator       12 needed,     0 cached,    12 to compute" in out
+    assert "reference        3 needed" in out  # one judge per seed
+    assert "diagnostics     18 needed" in out  # closed: 3 bases x 3 seeds; open: 3 seeds x 3 bases
     assert not (tmp_path / "quickstart").exists()  # computes nothing
 
 
@@ -77,6 +79,11 @@ def test_full_run_writes_the_table(finished, capsys):
     synthetic = df[df["arm"] == "closed"]
     assert (synthetic["n_syn"] == synthetic["volume_per_class"] * 10).all()
     assert synthetic["cond_acc"].notna().all()  # the sample set's diagnostic reaches the table
+    diagnostics = ["mem_frac", "mem_ratio", "mem_frac_feat", "fd", "kd", "precision", "recall", "density",
+                   "coverage", "domain_auc", "cas"]  # fmt: skip
+    assert synthetic[diagnostics].notna().all().all() and synthetic["diagnostics_error"].isna().all()
+    assert synthetic["domain_auc"].between(0, 1).all() and synthetic["cas"].between(0, 1).all()
+    assert synthetic.groupby("base_per_class")["diagnostics_key"].nunique().eq(1).all()  # one per set and base
     assert (results / "tiny" / "cells.parquet").exists()
     parquet = pd.read_parquet(results / "tiny" / "cells.parquet").sort_values("cell").reset_index(drop=True)
     pd.testing.assert_frame_equal(parquet[RESULT_COLUMNS], df[RESULT_COLUMNS], check_dtype=False)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 from study.errors import StudyInputError
 
-SCHEMA_VERSION = 1  # bump to invalidate every cached artifact deliberately
+SCHEMA_VERSION = 2  # bump to invalidate every cached artifact deliberately (2: one judge per seed, diagnostics)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RESERVED_ARMS = ("real-only", "real-extra")
@@ -471,6 +471,31 @@ class AnalysisSpec(Strict):
     published: PublishedSetting | None = None
 
 
+# --- sample-set diagnostics (study.sampling.diagnostics) ----------------------------------------------
+
+
+class DomainClassifierSpec(Strict):
+    """The real-vs-synthetic domain classifier: a small CNN, cross-validated (its AUC is `domain_auc`). Its own
+    recipe, not the grid's classifier: `folds` trainings per sample set must stay cheap beside the cells."""
+
+    arch: str = "study_cnn"
+    width: PositiveInt | None = 16
+    steps: PositiveInt = 120  # x batch_size x folds = 19,200 images: one quickstart cell's training budget
+    batch_size: PositiveInt = 32
+    lr: Annotated[float, Field(gt=0)] = 3e-3
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+
+class DiagnosticsSpec(Strict):
+    """Which sample-set diagnostics run (memorisation and fidelity always do: they cost seconds). `domain: null`
+    or `cas: false` skip the two that train classifiers; `inception` (or $STUDY_INCEPTION_WEIGHTS) is a local
+    file of torch-fidelity's Inception-v3 FID weights: the standard FID is computed only when it exists."""
+
+    domain: DomainClassifierSpec | None = DomainClassifierSpec()
+    cas: bool = True  # classification accuracy score: the grid's classifier trained on synthetic images alone
+    inception: str | None = None
+
+
 # --- the grid ----------------------------------------------------------------------------------------
 
 
@@ -481,6 +506,7 @@ class Grid(Strict):
     synthetic: SyntheticSpec | None = None
     generators: dict[str, GeneratorSpec] = {}
     classifier: ClassifierSpec = ClassifierSpec()
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
     device: str = "auto"  # auto | cpu | cuda | cuda:N; never part of a key
     analysis: AnalysisSpec = AnalysisSpec()

@@ -27,6 +27,7 @@ import pandas as pd
 
 from study.analysis import equivalence
 from study.analysis.estimators import CELL_KEYS, paired_gains, summarise
+from study.report import diagnostics as sample_set_diagnostics
 from study.report import plots
 from study.report.estimates import accuracy_section, closed_form_section, headline, methods, rate_section
 from study.report.inputs import ReportError, Results, locate, n_classes_of
@@ -81,6 +82,9 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
         md += strategy_diagnostics(in_arm_order(done, arms), level)
         md += ["## Synthetic samples", *samples_section(res, done, palette, n_classes, out)]
         md += ["## Generator diagnostics vs downstream gain", *diagnostics_section(per_seed, palette, out, level)]
+        md += ["## Why did synthetic data help or not?",
+               *sample_set_diagnostics.section(done, getattr(eq, "per_cell", None), getattr(eq, "fit", None),
+                                               palette, out, level)]  # fmt: skip
     md += ["## Per-cell results", *per_cell_table(summary, level)]
     md += ["## Failed cells", *failed_cells(res.cells)]
     md += ["## Provenance", *provenance_section(res)]

@@ -22,6 +22,7 @@ FIGURES = {  # in the order the report shows them
     "strategies": "fig4_strategies.png",
     "samples": "fig5_samples.png",
     "diagnostics": "fig6_diagnostics.png",
+    "why": "fig7_diagnostics_vs_beta.png",  # study.report.diagnostics
 }
 
 

@@ -12,7 +12,7 @@ from study.report.inputs import ReportError, Results
 from study.report.markdown import md_table
 from study.store import CONFIG, DONE, PREVIEW, PROVENANCE, Store, read_json
 
-STAGES = ("reference", "generator", "samples", "classifier")
+STAGES = ("reference", "generator", "samples", "classifier", "diagnostics")
 
 
 def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
@@ -22,7 +22,8 @@ def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     def keys(col: str) -> set[str]:
         return {str(k) for k in cells[col].dropna()} if col in cells else set()
 
-    out = {"classifier": keys("cell_key"), "samples": keys("samples_key"), "generator": keys("generator_key")}
+    out = {"classifier": keys("cell_key"), "samples": keys("samples_key"), "generator": keys("generator_key"),
+           "diagnostics": keys("diagnostics_key")}  # fmt: skip
     out["reference"] = set()
     for key in out["samples"]:
         d = Store(store).find("samples", key)

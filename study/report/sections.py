@@ -134,11 +134,14 @@ def samples_section(res: Results, done: pd.DataFrame, palette, n_classes: int, o
     if previews.empty:
         why = "no artifact store found" if res.store is None else "no done sample set has a preview.png"
         return [f"Not available: {why}."]
-    fig = plots.sample_grids(previews, palette, n_classes)
+    from study.report.diagnostics import nearest_previews  # the most-memorised arm beside its nearest base images
+
+    nearest, nearest_caption = nearest_previews(res.store, done)
+    fig = plots.sample_grids(pd.concat([previews, nearest]) if len(nearest) else previews, palette, n_classes)
     seeds = ", ".join(map(str, sorted(previews["seed"].unique())))
     caption = (f"Synthetic samples from each arm's sample set (seed {seeds}; the lowest seed done), one row per class, "
                "per base size. Arms joined by '=' share one sample set (they differ only in how samples are mixed "
-               "into classifier batches or labelled).")  # fmt: skip
+               "into classifier batches or labelled).") + nearest_caption  # fmt: skip
     return [figure(fig, out, "samples", caption)]
 
 

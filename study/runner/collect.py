@@ -18,6 +18,7 @@ from filelock import FileLock
 from study.grid import Cell, Grid, dataset_label, mix_label
 from study.runner.plan import Plan
 from study.store import (
+    DIAGNOSTICS,
     DONE,
     ERROR,
     METRICS,
@@ -28,7 +29,7 @@ from study.store import (
     atomic_write_json,
     read_json,
 )
-from study.table import COLUMNS, conform
+from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, conform
 
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
@@ -94,7 +95,20 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
         row["seconds"] = store.done_info(node.art)["seconds"]
     if "samples" in node.art.config:
         row |= _synthetic_fields(plan, store, node.art.config["samples"])
+    if cell in plan.cell_diagnostics:
+        row |= _diagnostic_fields(plan, store, plan.cell_diagnostics[cell])
     return row
+
+
+def _diagnostic_fields(plan: Plan, store: Store, key: str) -> dict:
+    """The sample set's diagnostics at this cell's base; a failed diagnostics stage leaves its error (the cell
+    itself stays done: no cell depends on its diagnostics)."""
+    node = plan.nodes[key]
+    d = store.path(node.art)
+    values = read_json(d / DIAGNOSTICS) if (d / DONE).exists() else None
+    error = "" if values is not None else (_first_error(store, plan, key) or "")
+    return {"diagnostics_key": key, "diagnostics_error": error,
+            **{name: (values or {}).get(name) for name in DIAGNOSTIC_COLUMNS}}  # fmt: skip
 
 
 def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:

@@ -35,6 +35,9 @@ def shard_nodes(plan: Plan, shard: tuple[int, int] | None) -> list[Node]:
         return list(plan.nodes.values())
     index, count = shard
     mine = [plan.cell_node[c] for i, c in enumerate(plan.cells) if i % count == index]
+    mine += [
+        plan.cell_diagnostics[c] for i, c in enumerate(plan.cells) if i % count == index and c in plan.cell_diagnostics
+    ]
     needed: set[str] = set()
     stack = list(mine)
     while stack:

@@ -7,13 +7,17 @@
 Sharing falls out of the keys: arms that differ only in sampling share a generator (the generator key
 holds only what training reads); one sample set of the largest volume per (generator, sampling spec)
 serves every smaller volume; a real-extra cell (base b + extra e) trains on exactly the real images of
-the real-only cell with base b + e (subsets are nested), so the two share one classifier.
+the real-only cell with base b + e (subsets are nested), so the two share one classifier. The judge (the
+`reference` classifier on the whole pool) is one per seed; the diagnostics of a sample set are one node per
+(sample set, base size): an open-set sample set serves every base, and memorisation is against the base.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from study.grid import (
     SCHEMA_VERSION,
@@ -28,6 +32,8 @@ from study.keys import canonical_json
 from study.models.noise import alphas_cumprod, scheduler_config
 from study.sampling import cost
 from study.store import Artifact, Store
+
+INCEPTION_ENV = "STUDY_INCEPTION_WEIGHTS"  # study.sampling.diagnostics.INCEPTION_ENV (that module needs torch)
 
 # Settings that never change a stage's results, dropped from keys.
 _UNKEYED_TRAIN = {"checkpoint_every"}
@@ -59,6 +65,7 @@ class Plan:
     cells: list[Cell]
     nodes: dict[str, Node] = field(default_factory=dict)  # key -> node, in dependency order
     cell_node: dict[Cell, str] = field(default_factory=dict)  # cell -> classifier key
+    cell_diagnostics: dict[Cell, str] = field(default_factory=dict)  # synthetic cell -> its diagnostics key
 
     def add(self, node: Node) -> str:
         self.nodes.setdefault(node.key, node)
@@ -117,10 +124,36 @@ def pretrained_node(grid: Grid, arm: str) -> Node:
     return Node(Artifact("generator", f"gen-pretrained-{slug_name(spec.model)}", config), arm=arm)
 
 
-def reference_node(grid: Grid) -> Node:
-    """A classifier on the whole real training pool: it scores synthetic sets (conditional accuracy)."""
-    config = {**_base(grid, "reference"), "classifier": _dump(grid.classifier, _UNKEYED_CLASSIFIER)}
-    return Node(Artifact("reference", "reference", config))
+def reference_node(grid: Grid, seed: int) -> Node:
+    """The judge: a classifier on the whole real training pool, one per seed. It scores synthetic sets
+    (conditional accuracy) and its penultimate features are the diagnostics' arm-independent space."""
+    config = {**_base(grid, "reference"), "seed": seed, "classifier": _dump(grid.classifier, _UNKEYED_CLASSIFIER)}
+    return Node(Artifact("reference", f"reference-s{seed}", config), seed=seed)
+
+
+def diagnostics_node(grid: Grid, samples: Node, reference: Node, seed: int, base: int, volume: int) -> Node:
+    """Memorisation, fidelity, domain gap and CAS of the first `volume` images per class of a sample set, against
+    the base of `base` images per class and seed `seed` (study.sampling.diagnostics). A leaf: no cell waits for
+    it, and its failure never fails a cell."""
+    from study.hub import fingerprint_file
+
+    spec = grid.diagnostics
+    config = {
+        **_base(grid, "diagnostics"),
+        "samples": samples.key,
+        "reference": reference.key,
+        "seed": seed,
+        "base_per_class": base,
+        "volume_per_class": volume,
+        "domain": None if spec.domain is None else _dump(spec.domain),
+        "cas": _dump(grid.classifier, _UNKEYED_CLASSIFIER) if spec.cas else None,
+    }
+    weights = spec.inception or os.environ.get(INCEPTION_ENV)
+    if weights and Path(weights).expanduser().is_file():  # the standard FID joins the key only when it can run
+        config["inception"] = fingerprint_file(Path(weights).expanduser())
+    slug = f"diag-{samples.art.slug.removeprefix('samples-')}-base{base}"
+    return Node(Artifact("diagnostics", slug, config), parents=(samples.key, reference.key), seed=seed,
+                base_per_class=base, arm=samples.arm, volume_per_class=volume)  # fmt: skip
 
 
 def pair_classifier_node(grid: Grid, arm: str, seed: int, base: int) -> Node | None:
@@ -206,7 +239,7 @@ def make_plan(grid: Grid, cells: list[Cell]) -> Plan:
         for cell in cells:
             plan.cell_node[cell] = plan.add(classifier_node(grid, cell, None))
         return plan
-    reference = plan.nodes[plan.add(reference_node(grid))]
+    references = {s: plan.nodes[plan.add(reference_node(grid, s))] for s in sorted({c.seed for c in synthetic})}
     # One sample set per (generator, sampling spec, pair classifier), as large as the largest volume any cell
     # asks of it; arms that differ only in how mixed images are labelled share it.
     gens = {c: plan.nodes[plan.add(generator_node(grid, c.arm, c.seed, c.base_per_class))] for c in synthetic}
@@ -219,13 +252,28 @@ def make_plan(grid: Grid, cells: list[Cell]) -> Plan:
     largest = Counter()
     for c in synthetic:
         largest[share[c]] = max(largest[share[c]], c.volume_per_class)
+    sets: dict[Cell, Node] = {}
     for cell in cells:
         samples = None
         if cell in gens:
+            reference = references[cell.seed]
             node = samples_node(grid, cell.arm, gens[cell], largest[share[cell]], reference, pair[cell], cell.seed)
-            samples = plan.nodes[plan.add(node)]
+            samples = sets[cell] = plan.nodes[plan.add(node)]
         plan.cell_node[cell] = plan.add(classifier_node(grid, cell, samples))
+    _add_diagnostics(plan, sets, references)
     return plan
+
+
+def _add_diagnostics(plan: Plan, sets: dict[Cell, Node], references: dict[int, Node]) -> None:
+    """One diagnostics node per (sample set, base size), on the largest prefix any cell at that base trains on."""
+    volume: Counter = Counter()
+    for cell, samples in sets.items():
+        at = (samples.key, cell.base_per_class, cell.seed)
+        volume[at] = max(volume[at], cell.volume_per_class)
+    for cell, samples in sets.items():
+        at = (samples.key, cell.base_per_class, cell.seed)
+        node = diagnostics_node(plan.grid, samples, references[cell.seed], cell.seed, cell.base_per_class, volume[at])
+        plan.cell_diagnostics[cell] = plan.add(node)
 
 
 def describe(plan: Plan, store: Store) -> str:
@@ -236,7 +284,7 @@ def describe(plan: Plan, store: Store) -> str:
     for arm, n in arms.items():
         lines.append(f"  {arm:<24} {n:>5} cells")
     lines.append("artifacts:")
-    for stage in ("reference", "generator", "samples", "classifier"):
+    for stage in ("reference", "generator", "samples", "classifier", "diagnostics"):
         nodes = plan.by_stage(stage)
         if nodes:
             cached = sum(n.key in done for n in nodes)
@@ -288,7 +336,12 @@ def _work(plan: Plan, todo: list[Node]) -> str:
     clf_steps = sum(1 for n in todo if n.stage in ("classifier", "reference"))
     budget = f"{clf.steps} steps x {clf.batch_size}" if clf.steps else f"{clf.epochs} epochs"
     searching = f" (+ {search:,.0f} for AugGen's alpha/beta search)" if search else ""
+    diag = sum(1 for n in todo if n.stage == "diagnostics")
+    spec = grid.diagnostics
+    per_set = [f"{spec.domain.folds} domain classifiers of {spec.domain.steps} steps"] if spec.domain else []
+    per_set += ["a CAS classifier"] if spec.cas else []
+    diagnostics = f"; {diag} sample-set diagnostics" + (f" ({' + '.join(per_set)} each)" if per_set else "")
     return (
         f"generator training {gen_images:,} images; sampling {nfe:,.0f} network evaluations per class{searching}; "
-        f"{clf_steps} classifiers of {budget}"
+        f"{clf_steps} classifiers of {budget}" + (diagnostics if diag else "")
     )

@@ -18,7 +18,17 @@ from study.errors import DeviceError
 from study.grid import Grid, MixSpec, dataset_label
 from study.keys import derive_seed, key_of
 from study.runner.plan import Node
-from study.store import CLASSIFIER_WEIGHTS, CONFIG, DONE, METRICS, TRAIN_STATS, Store, atomic_write_json, read_json
+from study.store import (
+    CLASSIFIER_WEIGHTS,
+    CONFIG,
+    DIAGNOSTICS,
+    DONE,
+    METRICS,
+    TRAIN_STATS,
+    Store,
+    atomic_write_json,
+    read_json,
+)
 
 
 class ParentFailed(RuntimeError):
@@ -224,11 +234,42 @@ def build_classifier(node: Node, ctx: Context, out: Path) -> dict:
     return {"train": metrics["train"]}
 
 
+def build_diagnostics(node: Node, ctx: Context, out: Path) -> dict:
+    """Memorisation, fidelity, domain gap and CAS of a sample set at one base (study.sampling.diagnostics)."""
+    from study.models.classifier import features, load_classifier
+    from study.sampling.diagnostics import RealSets, sample_set_diagnostics
+    from study.sampling.sample_set import load_sample_set
+
+    config, grid = node.art.config, ctx.grid
+    ds = ctx.dataset()
+    samples_dir = _parent_dir(ctx.store, node, "samples")
+    judge = load_classifier(_parent_dir(ctx.store, node, "reference"), device=ctx.device)
+    samples = load_sample_set(samples_dir, config["volume_per_class"], labels="soft")
+    cas_volume = min(node.base_per_class, config["volume_per_class"])  # CAS: as many images as the real base
+    pool_trained = grid.generators[node.arm].train_on == "pool" and grid.generators[node.arm].pretrained is None
+    result = sample_set_diagnostics(
+        samples,
+        RealSets.of(ds, node.seed, node.base_per_class),
+        ds,
+        lambda images: features(judge, images, device=ctx.device),
+        grid.diagnostics,
+        derive_seed("diagnostics", node.key),
+        classifier=grid.classifier if config["cas"] is not None else None,
+        cas_samples=load_sample_set(samples_dir, cas_volume, labels="soft"),
+        generator_seen=ds.train if pool_trained else None,
+        device=ctx.device,
+        out_dir=out,
+    )
+    atomic_write_json(out / DIAGNOSTICS, result)
+    return {"diagnostics": result["seconds"]}
+
+
 BUILDERS = {
     "reference": build_reference,
     "generator": build_generator,
     "samples": build_samples,
     "classifier": build_classifier,
+    "diagnostics": build_diagnostics,
 }
 
 
