@@ -69,6 +69,19 @@ def gen_dir(tmp_path_factory, base):
 
 
 @pytest.fixture(scope="session")
+def edm_gen(tmp_path_factory, base):
+    """The same tiny network trained as an EDM denoiser (Karras et al. 2022) on `base` (~5 s)."""
+    from study.grid import GeneratorTrainSpec, ModelSpec
+    from study.models.generator import load_generator, train_generator
+
+    out = tmp_path_factory.mktemp("edm-generator")
+    spec = GeneratorTrainSpec(steps=100, batch_size=64, lr=1e-3, warmup=20)
+    model = ModelSpec(preset="tiny", prediction="edm")
+    train_generator(model, spec, base.images, base.labels, 10, out, seed=0, flip=False, progress=False)
+    return load_generator(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def gen(gen_dir):
     from study.models.generator import load_generator
 

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import UNet2DModel
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import study.models.generator as generator
-from study.grid import GeneratorTrainSpec, ModelSpec
+from study.grid import GeneratorSpec, GeneratorTrainSpec, ModelSpec
 from study.models.generator import (
     PRESETS,
     TrainingDiverged,
@@ -20,9 +21,9 @@ from study.models.generator import (
     check_conditioning,
     check_resolution,
     load_generator,
-    resolve_precision,
     train_generator,
 )
+from study.models.objectives import make_objective
 from study.store import GENERATOR_CHECKPOINT, GENERATOR_META
 
 TINY = ModelSpec(preset="tiny")
@@ -98,21 +99,13 @@ def test_a_unet_that_would_ignore_class_labels_is_refused():
         check_conditioning(unet, 8, 1, num_classes=3)
 
 
-def test_precision():
-    cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == "fp32"  # measured faster than bf16 autocast on CPU (bench.md)
-    assert resolve_precision("bf16", cpu) == "bf16"
-    with pytest.raises(ValueError, match=r"train\.precision"):
-        resolve_precision("fp16", cpu)
-
-
 # --- training, saving, loading -------------------------------------------------------------------------
 
 
 def test_train_saves_a_diffusers_model_that_from_pretrained_loads(tmp_path):
     images, labels = toy_data()
     stats = train_generator(TINY, SHORT, images, labels, 4, tmp_path, seed=1, flip=False, progress=False)
-    assert stats["steps"] == 30 and stats["resumed_from"] == 0 and stats["precision"] == "fp32"
+    assert stats["steps"] == 30 and stats["resumed_from"] == 0 and stats["precision"] in ("fp32", "bf16")
     assert stats["parameters"] > 0 and stats["images_per_s"] > 0 and stats["final_loss"] > 0
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").exists()
     assert not (tmp_path / GENERATOR_CHECKPOINT).exists()  # training state is dropped once the model is saved
@@ -123,7 +116,7 @@ def test_train_saves_a_diffusers_model_that_from_pretrained_loads(tmp_path):
     with torch.no_grad():
         direct = unet(x, t, y).sample
     # ... and gets what the study's generator computes from condition vectors.
-    gen = load_generator(tmp_path, device="cpu")
+    gen = load_generator(tmp_path, device="cpu", precision="fp32")
     assert (gen.num_classes, gen.resolution, gen.channels, gen.null_class) == (4, 8, 1, 4)
     assert gen.condition(y).shape == (5, gen.table.shape[1])
     assert torch.allclose(gen.eps(x, t, gen.condition(y)), direct, atol=1e-5)
@@ -135,7 +128,9 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("prediction", ["epsilon", "edm"])
+def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, prediction):
+    TINY = ModelSpec(preset="tiny", prediction=prediction)  # noqa: N806 - the module's TINY, per objective
     images, labels = toy_data()
     train_generator(TINY, SHORT, images, labels, 4, tmp_path / "whole", seed=3, flip=True, progress=False)
 
@@ -205,7 +200,7 @@ def test_v_prediction_model_outputs_are_returned_as_epsilon(tmp_path):
     spec = SHORT.model_copy(update={"steps": 2})
     model = ModelSpec(preset="tiny", prediction="v_prediction")
     train_generator(model, spec, images, labels, 4, tmp_path, seed=0, flip=False, progress=False)
-    gen = load_generator(tmp_path, device="cpu")
+    gen = load_generator(tmp_path, device="cpu", precision="fp32")
     assert gen.prediction == "v_prediction"
     ac = gen.alphas_cumprod.float()
 
@@ -220,3 +215,80 @@ def test_v_prediction_model_outputs_are_returned_as_epsilon(tmp_path):
     x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
     s = (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
     assert torch.allclose(gen.eps(x, t, gen.condition(torch.tensor([0, 1, 4]))), x / s, rtol=1e-4, atol=1e-4)
+
+
+# --- EDM (Karras et al. 2022) and min-SNR-gamma ----------------------------------------------------------
+
+TINY_EDM = ModelSpec(preset="tiny", prediction="edm")
+
+
+def test_edm_denoiser_outputs_are_returned_as_epsilon(tmp_path):
+    images, labels = toy_data()
+    train_generator(TINY_EDM, SHORT.model_copy(update={"steps": 2}), images, labels, 4, tmp_path, seed=0,
+                    flip=False, progress=False)  # fmt: skip
+    gen = load_generator(tmp_path, device="cpu", precision="fp32")
+    assert gen.prediction == "edm"
+    sigmas = ((1 - gen.alphas_cumprod) / gen.alphas_cumprod).sqrt()
+    assert sigmas[0].item() == pytest.approx(0.002, rel=1e-3) and sigmas[-1].item() == pytest.approx(80, rel=1e-3)
+    sd = 0.5
+
+    class TrueDenoiser(torch.nn.Module):
+        """The exact EDM network output for clean images x0 = 0: D = 0, so F = -c_skip x / c_out, read from its
+        preconditioned inputs c_in x and c_noise = ln(sigma) / 4 (Karras et al. 2022, Table 1)."""
+
+        def forward(self, x_in, c_noise, class_labels):
+            s = torch.exp(4 * c_noise).view(-1, 1, 1, 1)
+            x = x_in * (s**2 + sd**2).sqrt()
+            c_skip, c_out = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt()
+            return SimpleNamespace(sample=-c_skip * x / c_out)
+
+    gen = dataclasses.replace(gen, unet=TrueDenoiser())
+    ac = gen.alphas_cumprod.float()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
+    s = (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(gen.eps(x, t, gen.condition(torch.tensor([0, 1, 4]))), x / s, rtol=1e-4, atol=1e-4)
+
+
+def test_edm_loss_is_the_unit_weight_error_of_the_raw_output():
+    objective = make_objective(TINY_EDM, SHORT)
+    torch.manual_seed(0)
+    x0, noise, normal = torch.rand(4, 1, 8, 8) * 2 - 1, torch.randn(4, 1, 8, 8), torch.randn(4)
+    raw = torch.randn(4, 1, 8, 8)
+    loss = objective.loss(lambda x, t, y: raw, x0, noise, None, normal, None)
+    sigma = (-1.2 + 1.2 * normal).exp().view(-1, 1, 1, 1)
+    x = x0 + sigma * noise
+    c_skip, c_out = 0.25 / (sigma**2 + 0.25), sigma * 0.5 / (sigma**2 + 0.25).sqrt()
+    assert loss.item() == pytest.approx(((raw - (x0 - c_skip * x) / c_out) ** 2).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "high_snr", "low_snr"),
+    [("epsilon", "gamma/snr", 1.0), ("v_prediction", "gamma/(snr+1)", "snr/(snr+1)")],
+)
+def test_min_snr_gamma_weights(prediction, high_snr, low_snr):
+    objective = make_objective(
+        ModelSpec(preset="tiny", prediction=prediction), SHORT.model_copy(update={"snr_gamma": 5.0})
+    )
+    ac = objective.scheduler.alphas_cumprod.double()
+    snr = ac / (1 - ac)
+    t = torch.tensor([0, 999])  # SNR far above gamma, and far below
+    w = objective.min_snr_weight(t).double()
+    first = {"gamma/snr": 5 / snr[0], "gamma/(snr+1)": 5 / (snr[0] + 1)}[high_snr]
+    last = low_snr if isinstance(low_snr, float) else snr[-1] / (snr[-1] + 1)
+    assert w[0].item() == pytest.approx(float(first), rel=1e-5) and w[1].item() == pytest.approx(float(last), rel=1e-5)
+    no_weight = make_objective(ModelSpec(preset="tiny", prediction=prediction), SHORT)
+    assert no_weight.snr_gamma is None
+
+
+@pytest.mark.parametrize(
+    ("arm", "match"),
+    [
+        ({"model": {"prediction": "edm"}, "train": {"snr_gamma": 5.0}}, "snr_gamma weights the epsilon / v loss"),
+        ({"model": {"prediction": "edm"}, "train": {"noise_schedule": "linear"}}, "noise_schedule is a DDPM setting"),
+        ({"train": {"edm": {"p_mean": -1.0}}}, "train.edm applies to model.prediction edm, not epsilon"),
+    ],
+)
+def test_training_options_must_fit_the_prediction(arm, match):
+    with pytest.raises(ValidationError, match=match):
+        GeneratorSpec.model_validate(arm)
+    GeneratorSpec.model_validate({"model": {"prediction": "edm"}, "train": {"edm": {"p_mean": -1.0}}})

@@ -33,8 +33,10 @@ def test_conditioning_is_wired(gen):
     assert torch.equal(threes, sample(gen, torch.full((8,), 3), seeds, spec))  # and seeds repeat exactly
 
 
+@pytest.mark.parametrize("which", ["gen", "edm_gen"])
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_image_i_does_not_depend_on_the_batch_size(gen, sampler):
+def test_image_i_does_not_depend_on_the_batch_size(request, which, sampler):
+    gen = request.getfixturevalue(which)  # a DDPM eps generator, and an EDM denoiser sampled through eps
     labels = torch.arange(64) % 10
     seeds = [1000 + i for i in range(64)]
     spec = SampleSpec(sampler=sampler, steps=4, guidance=2.0)

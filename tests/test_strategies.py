@@ -58,8 +58,10 @@ def spec(**kw) -> SampleSpec:
 # --- bit for bit: the degenerate mixes are plain conditional sampling ------------------------------------
 
 
+@pytest.mark.parametrize("which", ["gen", "edm_gen"])
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_scoremix_with_lambda_one_is_conditional_sampling_bit_for_bit(gen, guidance):
+def test_scoremix_with_lambda_one_is_conditional_sampling_bit_for_bit(request, which, guidance):
+    gen = request.getfixturevalue(which)
     plain = spec(guidance=guidance)
     first = sample(gen, PAIRS[:, 0], SEEDS, plain)
     assert torch.equal(sample(gen, PAIRS, SEEDS, spec(guidance=guidance, strategy="scoremix", weight=1.0)), first)
@@ -67,7 +69,9 @@ def test_scoremix_with_lambda_one_is_conditional_sampling_bit_for_bit(gen, guida
     assert torch.equal(sample(gen, PAIRS, SEEDS, spec(guidance=guidance, strategy="scoremix", weight=0.0)), second)
 
 
-def test_auggen_with_alpha_one_beta_zero_is_conditional_sampling_bit_for_bit(gen):
+@pytest.mark.parametrize("which", ["gen", "edm_gen"])
+def test_auggen_with_alpha_one_beta_zero_is_conditional_sampling_bit_for_bit(request, which):
+    gen = request.getfixturevalue(which)
     first = sample(gen, PAIRS[:, 0], SEEDS, spec())
     assert torch.equal(sample(gen, PAIRS, SEEDS, spec(strategy="auggen", alpha=1.0, beta=0.0)), first)
 

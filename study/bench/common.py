@@ -16,8 +16,11 @@ from study.store import atomic_write_json, atomic_write_text, git_state, package
 REPORTS = Path("reports")
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 8, device: str = "cpu") -> float:
-    """Achieved FLOP/s of an n x n x n matmul in `dtype` (best of a few timed bursts)."""
+def matmul_flops(
+    dtype: torch.dtype, n: int = 2048, repeats: int = 8, device: str = "cpu", clock=time.perf_counter
+) -> float:
+    """Achieved FLOP/s of an n x n x n matmul in `dtype` (best of a few timed bursts; `clock` time.process_time
+    measures CPU time, which other processes on a shared machine distort less)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
@@ -26,19 +29,19 @@ def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 8, device: st
     for _ in range(3):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t = clock()
         for _ in range(repeats):
             a @ b
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return 2 * n**3 * repeats / best
 
 
-def peak_flops(device: str = "cpu") -> dict:
+def peak_flops(device: str = "cpu", clock=time.perf_counter) -> dict:
     """The machine's fastest dense matmul now, fp32 and bf16: the denominator of every flops fraction."""
-    fp32 = matmul_flops(torch.float32, device=device)
-    bf16 = matmul_flops(torch.bfloat16, device=device)
+    fp32 = matmul_flops(torch.float32, device=device, clock=clock)
+    bf16 = matmul_flops(torch.bfloat16, device=device, clock=clock)
     return {
         "matmul_fp32_flops": fp32,
         "matmul_bf16_flops": bf16,
@@ -55,6 +58,18 @@ def machine() -> dict:
         **git_state(),
         "packages": package_versions(),
     }
+
+
+def merge_mode(section: str, mode: str, figures: dict, markdown: str, order: tuple[str, ...], reports: Path) -> None:
+    """Merge one mode's figures into `section` of bench.json: the other modes' figures stay, this mode's earlier
+    ones are replaced (a renamed figure does not linger); the section's text is the modes' texts in `order`."""
+    path = reports / "bench.json"
+    old = json.loads(path.read_text()).get(section, {}) if path.exists() else {}
+    modes = {**old.get("modes", {}), mode: sorted(figures)}
+    kept = {k: old[k] for other, keys in modes.items() if other != mode for k in keys if k in old}
+    parts = {**old.get("markdown_parts", {}), mode: markdown}
+    text = f"## {section}\n\n" + "\n\n".join(parts[k] for k in order if k in parts)
+    merge_results(section, {**kept, **figures, "modes": modes, "markdown_parts": parts}, text, reports)
 
 
 def merge_results(section: str, figures: dict[str, Any], markdown: str, reports: Path = REPORTS) -> None:

@@ -8,6 +8,7 @@ Never imports torch: the report and `--dry-run` load grids without it.
 from study.grid.cells import Cell, expand
 from study.grid.load import deep_merge, expand_vars, load_grid, validate_grid
 from study.grid.schema import (
+    EDM_DEFAULTS,
     MIXING_KEYS,
     NAME_PATTERN,
     RESERVED_ARMS,
@@ -26,6 +27,7 @@ from study.grid.schema import (
     DiagnosticsSpec,
     DigitsData,
     DomainClassifierSpec,
+    EDMSpec,
     FractionMix,
     GeneratorSpec,
     GeneratorTrainSpec,
@@ -68,6 +70,8 @@ __all__ = [
     "DiagnosticsSpec",
     "DigitsData",
     "DomainClassifierSpec",
+    "EDMSpec",
+    "EDM_DEFAULTS",
     "FractionMix",
     "GeneratorSpec",
     "GeneratorTrainSpec",

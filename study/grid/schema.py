@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 from study.errors import StudyInputError
 
-SCHEMA_VERSION = 2  # bump to invalidate every cached artifact deliberately (2: one judge per seed, diagnostics)
+SCHEMA_VERSION = 3  # bump to invalidate every cached artifact deliberately (2: one judge per seed, diagnostics;
+# 3: generator objectives edm / snr_gamma, model.attention)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RESERVED_ARMS = ("real-only", "real-extra")
@@ -177,10 +178,25 @@ def mix_label(mix: MixSpec) -> str:
 
 class ModelSpec(Strict):
     preset: Literal["tiny", "xs", "s", "m", "l"] = "s"
-    prediction: Literal["epsilon", "v_prediction"] = "epsilon"
+    # what the network is trained to output (study.models.objectives): DDPM epsilon or v, or edm (Karras et al.
+    # 2022: a preconditioned denoiser trained on log-normal noise levels, `train.edm`)
+    prediction: Literal["epsilon", "v_prediction", "edm"] = "epsilon"
     channels: list[PositiveInt] | None = None  # override the preset's block widths
     layers_per_block: PositiveInt | None = None
+    attention: bool | None = None  # self-attention at the lowest resolution and in the middle; None: the preset's
     dropout: Probability = 0.0
+
+
+class EDMSpec(Strict):
+    """EDM training (Karras et al. 2022, Table 1): ln(sigma) ~ N(p_mean, p_std^2); sigma_data is the data's
+    standard deviation in the preconditioning (images in [-1, 1])."""
+
+    p_mean: float = -1.2
+    p_std: Annotated[float, Field(gt=0)] = 1.2
+    sigma_data: Annotated[float, Field(gt=0)] = 0.5
+
+
+EDM_DEFAULTS = EDMSpec()
 
 
 class GeneratorTrainSpec(Strict):
@@ -192,9 +208,11 @@ class GeneratorTrainSpec(Strict):
     grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
     label_dropout: Probability = 0.1  # null-class probability, enables classifier-free guidance
-    noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
+    noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"  # DDPM (epsilon / v) only
     timesteps: PositiveInt = 1000
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    snr_gamma: Annotated[float, Field(gt=0)] | None = None  # min-SNR-gamma loss weight (epsilon / v); None: uniform
+    edm: EDMSpec | None = None  # model.prediction edm only; None: EDMSpec's defaults
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: by the machine (study.models.device)
     flip: bool | None = None  # horizontal flips; None = the dataset's default (never for digits)
     checkpoint_every: PositiveInt = 500  # resume granularity; does not change results, not keyed
 
@@ -413,6 +431,19 @@ class GeneratorSpec(Strict):
             raise ValueError("give `train_on` (a generator to train) or `pretrained` (a model to use), not both")
         return self
 
+    @model_validator(mode="after")
+    def _training_fits_the_prediction(self):
+        edm = self.model.prediction == "edm"
+        if edm and self.train.snr_gamma is not None:
+            raise ValueError("train.snr_gamma weights the epsilon / v loss; model.prediction edm uses EDM's weighting")
+        if edm and "noise_schedule" in self.train.model_fields_set:
+            raise ValueError(
+                "train.noise_schedule is a DDPM setting; model.prediction edm draws noise levels from train.edm"
+            )
+        if not edm and self.train.edm is not None:
+            raise ValueError(f"train.edm applies to model.prediction edm, not {self.model.prediction}")
+        return self
+
     @property
     def kind(self) -> Literal["closed", "open"]:
         return "closed" if self.train_on == "base" and self.pretrained is None else "open"
@@ -434,7 +465,7 @@ class ClassifierSpec(Strict):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     augment: bool = True  # random crop with padding (+ flips where the dataset allows them)
     width: PositiveInt | None = None  # base width: study_cnn w (w, 2w, 4w); ResNets: stages (w, 2w, 4w, 8w)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU (measured faster), bf16 on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: by the machine (study.models.device)
     stem: Literal["auto", "small", "stock"] = "auto"  # auto: small (3x3 stride 1, no max-pool) for inputs <= 64 px
     select: Literal["last", "val_acc", "val_auc"] = "last"  # keep the last weights, or the best on the val split
     val_checks: PositiveInt = 10  # evenly spaced val evaluations when `select` is not `last`

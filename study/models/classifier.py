@@ -37,6 +37,7 @@ from study.errors import ModelSpecError
 from study.grid import ClassifierSpec, FractionMix, MixSpec, mix_label
 from study.keys import derive_seed
 from study.metrics import classification_metrics
+from study.models.device import autocast, resolve_device, resolve_precision
 from study.store import CLASSIFIER_META, CLASSIFIER_WEIGHTS, atomic_path, atomic_write_json, read_artifact_json
 
 SMALL_STEM_MAX_PX = 64  # inputs up to this size get the small stem under `stem: auto`
@@ -214,29 +215,6 @@ def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, reso
     if small and spec.arch != "study_cnn":  # study_cnn's stem is already 3x3 stride 1
         net = apply_small_stem(net, spec.arch)
     return ImageClassifier(net, num_classes, channels, resolution)
-
-
-# --- devices and precision ---------------------------------------------------------------------------------
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is fp32 on CPU: on this project's AVX-512 (bf16, no AMX) CPUs bf16 autocast trains at 0.7-0.8x
-    the fp32 speed for both study_cnn and ResNet-18 (`python -m study.bench classifier` measures the ratio).
-    bf16 on CUDA where supported."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("classifier.precision: fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    return precision
-
-
-def _autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 # --- batches ---------------------------------------------------------------------------------------------
@@ -433,7 +411,7 @@ def train_classifier(
     """
     # Data, budget and precision.
     dev = resolve_device(device)
-    precision = resolve_precision(spec.precision, dev)
+    precision = resolve_precision(spec.precision, dev, key="classifier.precision")
     synthetic = synthetic if synthetic is not None and len(synthetic) else None
     if not (mix == "uniform" or isinstance(mix, FractionMix)):
         raise ValueError(f"classifier.mix: expected 'uniform' or {{fraction: p}}, got {mix!r}")
@@ -458,7 +436,7 @@ def train_classifier(
             model.net, opt=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay, fused=dev.type in FUSED_DEVICES
         )
         scheduler = _schedule(spec, optimizer, steps)
-        scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+        scaler = torch.amp.GradScaler(dev.type, enabled=precision.name == "fp16")
 
         # Train.
         model.train()
@@ -468,14 +446,14 @@ def train_classifier(
             seen_syn += int((idx >= n_real).sum())
             x = augment(images[idx], augment_rng, pad, flip) if spec.augment else images[idx]
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, precision):
+            with autocast(dev, precision.name):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), targets[idx].to(dev), label_smoothing=spec.label_smoothing)
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
                 raise TrainingError(
                     f"classifier training diverged: loss is {losses[-1]} at step {step}/{steps} "
-                    f"(arch {spec.arch}, lr {spec.lr:g}, precision {precision}); lower classifier.lr or use fp32"
+                    f"(arch {spec.arch}, lr {spec.lr:g}, precision {precision.name}); lower classifier.lr or use fp32"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -494,7 +472,7 @@ def train_classifier(
         "seconds": seconds,
         "images_per_s": steps * spec.batch_size / seconds,
         "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),  # mean over the last 10% of steps
-        "precision": precision,
+        **precision.stats(),
         "device": str(dev),
         "mix": mix_label(mix) if synthetic is not None else "none",
         "synthetic_share": seen_syn / (steps * spec.batch_size),  # the mix actually realised

@@ -22,18 +22,18 @@ import contextlib
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from study.errors import DeviceError, ModelSpecError
+from study.errors import ModelSpecError
 from study.grid import GeneratorTrainSpec, ModelSpec
 from study.keys import derive_seed
-from study.models.noise import scheduler_config
+from study.models.device import Precision, autocast, resolve_device, resolve_precision
+from study.models.objectives import Objective, make_objective
 from study.store import (
     GENERATOR_CHECKPOINT,
     GENERATOR_META,
@@ -109,7 +109,8 @@ def build_unet(model: ModelSpec, resolution: int, channels: int, num_classes: in
     widths = preset_channels(model)
     groups = preset.norm_groups
     levels = len(widths)
-    attn = [levels - 1 - i in preset.attention for i in range(levels)]  # top to bottom
+    lowest = preset.attention if model.attention is None else (0,) if model.attention else ()
+    attn = [levels - 1 - i in lowest for i in range(levels)]  # top to bottom
     unet = UNet2DModel(
         sample_size=resolution,
         in_channels=channels,
@@ -118,7 +119,7 @@ def build_unet(model: ModelSpec, resolution: int, channels: int, num_classes: in
         layers_per_block=model.layers_per_block or preset.layers_per_block,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        add_attention=preset.mid_attention,
+        add_attention=preset.mid_attention if model.attention is None else model.attention,
         attention_head_dim=preset.head_dim,
         norm_num_groups=groups,
         dropout=model.dropout,
@@ -146,45 +147,6 @@ def check_conditioning(unet: nn.Module, resolution: int, channels: int, num_clas
         raise ValueError("the UNet gives the same output for two class labels; class labels would be ignored")
 
 
-# --- precision ---------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"device: {device!r} was asked for but CUDA is not available on this machine")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: bf16 on CUDA GPUs that support it (else fp16); fp32 on CPU. Measured on a 2-core AVX-512-BF16
-    Xeon (reports/bench.md): bf16 autocast made these small UNets' training steps slower than fp32, because
-    the bf16 convolution backward for small feature maps is slow in oneDNN, so CPU stays in fp32."""
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise ValueError("train.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-# --- noise schedule ----------------------------------------------------------------------------------
-
-
-def noise_scheduler(model: ModelSpec, train: GeneratorTrainSpec):
-    """The training noise schedule (study.models.noise holds its settings)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(**scheduler_config(model, train))
-
-
 # --- the loaded generator ----------------------------------------------------------------------------
 
 
@@ -195,13 +157,14 @@ class Generator:
 
     unet: nn.Module  # UNet2DModel whose class_embedding is the identity: it adds the condition vector it gets
     table: torch.Tensor  # (num_classes + 1, D) class embeddings
-    scheduler_config: dict  # the training noise schedule (diffusers DDPMScheduler config)
+    scheduler_config: dict  # the noise schedule samplers step on (diffusers DDPMScheduler config)
     alphas_cumprod: torch.Tensor  # (T,) float64 on the CPU
     num_classes: int
     resolution: int
     channels: int
-    prediction: str  # epsilon | v_prediction (what the network outputs; `eps` always returns epsilon)
-    precision: str  # autocast precision for sampling
+    prediction: str  # epsilon | v_prediction | edm (what the network outputs; `eps` always returns epsilon)
+    objective: Objective  # turns the network's output into epsilon (study.models.objectives)
+    precision: Precision  # autocast precision for sampling, and why
     device: torch.device
     net_batch: int  # rows per network call (fixed, so results never depend on the batch size)
 
@@ -218,14 +181,21 @@ class Generator:
 
     @torch.no_grad()
     def eps(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
-        """The noise prediction for x_t at timestep t (a scalar or one per row) under condition vectors `cond`.
-        The network always runs on batches of exactly `net_batch` rows (the last one padded): CPU kernels pick
-        different summation orders for different batch shapes, and a sample must not depend on its batch."""
+        """The noise prediction for x_t at timestep t (a scalar or one per row) under condition vectors `cond`,
+        whatever the network was trained to output (eps, v, or an EDM denoiser)."""
         n = len(x)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(n) if t.ndim == 0 else t
         if len(cond) != n or len(t) != n:
             raise ValueError(f"eps: {n} inputs but {len(cond)} condition vectors and {len(t)} timesteps")
+        alpha, sigma = self._alpha_sigma(t, n)
+        return self.objective.eps(self._net, x, t, cond, alpha, sigma)
+
+    def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The network's raw output. It always runs on batches of exactly `net_batch` rows (the last one padded):
+        CPU kernels pick different summation orders for different batch shapes, and a sample must not depend on
+        its batch."""
+        n = len(x)
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         b = self.net_batch
         for i in range(0, n, b):
@@ -233,16 +203,13 @@ class Generator:
             m = len(xs)
             if m < b:  # pad with copies of the first row; their outputs are dropped
                 xs, ts, cs = (torch.cat([v, v[:1].expand(b - m, *v.shape[1:])]) for v in (xs, ts, cs))
-            with autocast(self.device, self.precision):
+            with autocast(self.device, self.precision.name):
                 out[i : i + m] = self.unet(xs, ts, class_labels=cs).sample[:m].float()
-        if self.prediction == "epsilon":
-            return out
-        # v = a*eps - s*x0 and x_t = a*x0 + s*eps give eps = a*v + s*x_t (Salimans & Ho 2022).
-        a, s = self._alpha_sigma(t, n)
-        return a * out + s * x.float()
+        return out
 
     def _alpha_sigma(self, t: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Fractional timesteps (Heun/Karras) are placed by log-sigma interpolation, as diffusers does.
+        """a_t = sqrt(alphabar_t) and s_t = sqrt(1 - alphabar_t), (n, 1, 1, 1). Fractional timesteps (Heun/Karras)
+        are placed by log-sigma interpolation, as diffusers does."""
         ac = self.alphas_cumprod
         log_sigma = 0.5 * torch.log((1 - ac) / ac)
         tt = t.double().cpu().clamp(0, len(ac) - 1)
@@ -254,8 +221,9 @@ class Generator:
         return a, (sigma.float().view(n, 1, 1, 1).to(self.device) * a)
 
 
-def load_generator(out_dir: Path, *, device: str = "auto") -> Generator:
-    """Load a generator saved by `train_generator` (diffusers `from_pretrained`)."""
+def load_generator(out_dir: Path, *, device: str = "auto", precision: str = "auto") -> Generator:
+    """Load a generator saved by `train_generator` (diffusers `from_pretrained`); `precision` of sampling
+    (study.models.device: `auto` chooses by the machine)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
     out_dir = Path(out_dir)
@@ -267,18 +235,34 @@ def load_generator(out_dir: Path, *, device: str = "auto") -> Generator:
     scheduler = DDPMScheduler.from_pretrained(out_dir / SCHEDULER_DIR)
     table = unet.class_embedding.weight.detach().clone()
     unet.class_embedding = nn.Identity()  # the UNet now adds whatever condition vector it is given
-    precision = resolve_precision("auto", dev)
-    resolution = meta["resolution"]
+    if meta.get("model"):
+        model = ModelSpec.model_validate(meta["model"], strict=False)
+    else:  # a pretrained UNet re-saved by study.sampling.pretrained: its scheduler says what it outputs
+        output = scheduler.config.prediction_type
+        if output not in ("epsilon", "v_prediction"):
+            raise ModelSpecError(
+                f"{out_dir}: the UNet predicts {output!r}; study samples epsilon or v_prediction models"
+            )
+        model = ModelSpec(prediction=output)
+    train = GeneratorTrainSpec.model_validate(meta.get("train") or {}, strict=False)  # older models: defaults
+    return as_generator(unet, table, scheduler, model, train, meta["resolution"], meta["channels"], dev, precision)
+
+
+def as_generator(unet, table, scheduler, model, train, resolution, channels, device, precision="auto") -> Generator:
+    """A `Generator` around a UNet whose class embedding is already lifted into `table` (load_generator; the
+    bench wraps EMA copies of a model in training)."""
+    dev = resolve_device(device)
     return Generator(
         unet=unet,
         table=table,
         scheduler_config=dict(scheduler.config),
         alphas_cumprod=scheduler.alphas_cumprod.double(),
-        num_classes=num_classes,
+        num_classes=len(table) - 1,
         resolution=resolution,
-        channels=meta["channels"],
-        prediction=scheduler.config.prediction_type,
-        precision=precision,
+        channels=channels,
+        prediction=model.prediction,
+        objective=make_objective(model, train),
+        precision=resolve_precision(precision, dev, key="precision"),
         device=dev,
         net_batch=net_batch(resolution, dev),
     )
@@ -309,9 +293,10 @@ def check_training_data(images: torch.Tensor, labels: torch.Tensor, num_classes:
 class Batch:
     index: torch.Tensor  # (B,) training images
     noise: torch.Tensor  # (B, C, H, W)
-    t: torch.Tensor  # (B,) timesteps
+    t: torch.Tensor  # (B,) timesteps (DDPM objectives)
     drop: torch.Tensor  # (B,) bool: replace the label by the null class
     mirror: torch.Tensor  # (B,) bool: flip horizontally (used only where flips are allowed)
+    normal: torch.Tensor  # (B,) standard normal: EDM's log-normal noise levels
 
 
 def draw_batch(seed: int, step: int, train: GeneratorTrainSpec, n: int, channels: int, resolution: int, device):
@@ -323,7 +308,19 @@ def draw_batch(seed: int, step: int, train: GeneratorTrainSpec, n: int, channels
     t = torch.randint(0, train.timesteps, (b,), generator=g)
     drop = torch.rand(b, generator=g) < train.label_dropout
     mirror = torch.rand(b, generator=g) < 0.5
-    return Batch(*(v.to(device) for v in (index, noise, t, drop, mirror)))
+    normal = torch.randn(b, generator=g)  # drawn last: the draws before it are those of earlier versions
+    return Batch(*(v.to(device) for v in (index, noise, t, drop, mirror, normal)))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a `monitor` sees after every training step (the bench's quality-vs-CPU-minutes curves)."""
+
+    step: int  # steps done
+    cpu_seconds: float  # process CPU time spent training so far (the monitor's own time excluded)
+    params: list  # the live (training) parameters
+    ema: object  # diffusers EMAModel of `params`
+    unet: nn.Module  # the network (training mode)
 
 
 def train_generator(
@@ -338,10 +335,13 @@ def train_generator(
     flip: bool,
     device: str = "auto",
     progress: bool = True,
+    monitor: Callable[[Progress], bool | None] | None = None,
 ) -> dict:
     """Train (resuming from `out_dir`'s checkpoint if there is one) and save the EMA model in diffusers format.
     Every random draw of step k comes from a generator seeded by (seed, k), so a resumed run ends with
-    exactly the weights of an uninterrupted one. Returns provenance stats."""
+    exactly the weights of an uninterrupted one. `monitor` is called after every step (its CPU time is not
+    counted as training); returning True ends training there (the model of that step is saved). Returns
+    provenance stats."""
     from diffusers.optimization import get_constant_schedule_with_warmup
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
@@ -352,24 +352,24 @@ def train_generator(
         return finished["train_stats"]
     check_training_data(images, labels, num_classes)
     dev = resolve_device(device)
-    precision = resolve_precision(train.precision, dev)
+    precision = resolve_precision(train.precision, dev, key="train.precision")
     resolution, channels = images.shape[-1], images.shape[1]
 
     # Build. Initial weights depend only on the seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         unet = build_unet(model, resolution, channels, num_classes).to(dev).train()
-    scheduler = noise_scheduler(model, train)
+    objective = make_objective(model, train)
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=train.warmup)
     ema = EMAModel(params, decay=train.ema_decay, foreach=True)
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision.name == "fp16")
     data = images.to(dev)
     targets = labels.to(dev, torch.long)
 
     # Resume.
-    start = 0
+    start, cpu_before = 0, 0.0
     ckpt_file = out_dir / GENERATOR_CHECKPOINT
     if ckpt_file.exists():
         state = torch.load(ckpt_file, map_location=dev, weights_only=False)
@@ -378,14 +378,20 @@ def train_generator(
         lr_schedule.load_state_dict(state["lr_schedule"])
         ema.load_state_dict(state["ema"])
         scaler.load_state_dict(state["scaler"])
-        start = state["step"]
-        precision = state["precision"]  # a resumed run keeps the precision it started with
+        start, cpu_before = state["step"], state.get("cpu_seconds", 0.0)
+        # a resumed run keeps the precision it started with
+        precision = Precision(state["precision"], state.get("precision_reason", "resumed"))
+
+    def net(x, t, y):
+        with autocast(dev, precision.name):
+            return unet(x, t, y).sample
 
     # Train. Every random draw of step k comes from (seed, k), so resuming needs no saved RNG state.
     n_params = sum(p.numel() for p in params)
     bar = tqdm(range(start, train.steps), desc="generator", disable=not progress, initial=start, total=train.steps)
     t0, recent, seen = time.perf_counter(), collections.deque(maxlen=50), 0
     steady_t0, steady_seen = None, 0  # throughput after the first step (allocation, kernel set-up)
+    cpu_seconds, cpu_mark, done = cpu_before, time.process_time(), start
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # leave the caller's RNG alone
         for step in bar:
             batch = draw_batch(seed, step, train, len(data), channels, resolution, dev)
@@ -395,18 +401,13 @@ def train_generator(
             if flip:
                 x0 = torch.where(batch.mirror.view(-1, 1, 1, 1), x0.flip(-1), x0)
             y = torch.where(batch.drop, num_classes, targets[batch.index])  # label dropout trains the null class
-            x_t = scheduler.add_noise(x0, batch.noise, batch.t)
-            target = batch.noise if model.prediction == "epsilon" else scheduler.get_velocity(x0, batch.noise, batch.t)
-
-            with autocast(dev, precision):
-                pred = unet(x_t, batch.t, y).sample
-            loss = F.mse_loss(pred.float(), target)
+            loss = objective.loss(net, x0, batch.noise, batch.t, batch.normal, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                hint = "" if precision == "fp32" else ", or use train.precision: fp32"
+                hint = "" if precision.name == "fp32" else ", or use train.precision: fp32"
                 raise TrainingDiverged(
                     f"generator training loss is {loss_value} at step {step} (train.lr {train.lr}, precision "
-                    f"{precision}); lower train.lr or set train.grad_clip{hint}"
+                    f"{precision.name}); lower train.lr or set train.grad_clip{hint}"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -425,8 +426,15 @@ def train_generator(
                 steady_seen += train.batch_size
 
             done = step + 1
+            now = time.process_time()
+            cpu_seconds, cpu_mark = cpu_seconds + now - cpu_mark, now
             if done % train.checkpoint_every == 0 and done < train.steps:
-                save_checkpoint(ckpt_file, unet, optimizer, lr_schedule, ema, scaler, done, precision)
+                save_checkpoint(ckpt_file, unet, optimizer, lr_schedule, ema, scaler, done, precision, cpu_seconds)
+            if monitor is not None:
+                stop = monitor(Progress(done, cpu_seconds, params, ema, unet))
+                cpu_mark = time.process_time()
+                if stop:
+                    break
             if progress and (done % 10 == 0 or done == train.steps):
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
     bar.close()
@@ -436,23 +444,23 @@ def train_generator(
     ema.copy_to(params)
     unet.eval()
     stats = {
-        "steps": train.steps,
+        "steps": done,  # train.steps unless a monitor ended training early
         "resumed_from": start,
         "final_loss": sum(recent) / len(recent) if recent else None,  # mean of the last 50 steps
         "images_per_s": steady_seen / (end - steady_t0) if steady_seen else None,
         "seconds": end - t0,
-        "precision": precision,
+        "cpu_seconds": cpu_seconds,  # process CPU time of training (all threads), resumed parts included
+        **precision.stats(),
         "device": str(dev),
         "parameters": n_params,
     }
-    save_model(
-        unet, scheduler, out_dir, num_classes=num_classes, model=model.model_dump(mode="json"), train_stats=stats
-    )
+    save_model(unet, objective.scheduler, out_dir, num_classes=num_classes, model=model.model_dump(mode="json"),
+               train_stats=stats, train=train.model_dump(mode="json"))  # fmt: skip
     ckpt_file.unlink(missing_ok=True)
     return stats
 
 
-def save_checkpoint(path: Path, unet, optimizer, lr_schedule, ema, scaler, step: int, precision: str) -> None:
+def save_checkpoint(path: Path, unet, optimizer, lr_schedule, ema, scaler, step, precision: Precision, cpu_seconds):
     state = {
         "unet": unet.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -460,7 +468,9 @@ def save_checkpoint(path: Path, unet, optimizer, lr_schedule, ema, scaler, step:
         "ema": ema.state_dict(),
         "scaler": scaler.state_dict(),
         "step": step,
-        "precision": precision,
+        "precision": precision.name,
+        "precision_reason": precision.reason,
+        "cpu_seconds": cpu_seconds,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

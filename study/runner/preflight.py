@@ -26,11 +26,11 @@ def check_inputs(plan: Plan, ctx) -> int:
     """Check everything the cells will read, so bad input fails once, up front (exit 2). Returns the number
     of classes."""
     from study.models.classifier import build_classifier
+    from study.models.device import resolve_device
     from study.models.generator import check_model
-    from study.runner.stages import resolve_device
 
     try:
-        resolve_device(ctx.device)
+        resolve_device(ctx.device)  # --device cuda on a machine without it: bad input, not failed cells
         ds = ctx.dataset()
         largest = max(c.base_per_class + c.extra_per_class for c in plan.cells)
         real_indices(ds, seed=plan.grid.seeds[0], per_class=largest)  # class sizes are the same for every seed

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from study.data.datasets import Dataset, Split, load_dataset, real_indices
-from study.errors import DeviceError
 from study.grid import Grid, MixSpec, dataset_label
 from study.keys import derive_seed, key_of
+from study.models.device import resolve_device
 from study.runner.plan import Node
 from study.store import (
     CLASSIFIER_WEIGHTS,
@@ -60,14 +60,6 @@ class Outcome:
     status: str  # built | cached | failed
     seconds: float = 0.0
     error: str = ""
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} was asked for but CUDA is not available on this machine")
-    return device
 
 
 # --- the stages --------------------------------------------------------------------------------------
@@ -295,7 +287,7 @@ def build_node(node: Node, ctx: Context, threads: int | None = None) -> Outcome:
         store.clear_done(node.art)
     elif store.is_done(node.art):
         return Outcome(node.key, node.stage, "cached")
-    device = resolve_device(ctx.device)
+    device = str(resolve_device(ctx.device))
     run_ctx = Context(ctx.grid, ctx.store_root, device, ctx.progress)
     try:
         built = store.ensure(node.art, lambda out: BUILDERS[node.stage](node, run_ctx, out), device=device)

@@ -21,8 +21,7 @@ import math
 import numpy as np
 
 from study.grid import AugGenSearch, SampleSpec
-
-EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO = 0.002, 80.0, 7.0  # Karras et al. 2022, Table 1
+from study.models.noise import EDM_RHO, EDM_SIGMA_MAX, EDM_SIGMA_MIN  # Karras et al. 2022, Table 1
 
 
 def edm_timesteps(alphas_cumprod: np.ndarray, steps: int) -> list[int]:

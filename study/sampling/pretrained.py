@@ -324,9 +324,9 @@ def load_pipeline(path: Path, sample: SampleSpec, device):
     import torch
     from diffusers import DiffusionPipeline
 
-    from study.models.generator import resolve_precision
+    from study.models.device import resolve_precision
 
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision("auto", device).name
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     half = {} if dtype == torch.float32 else {"torch_dtype": dtype}  # (renamed `dtype` in newer diffusers)
     pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **half)
@@ -359,7 +359,8 @@ def build_text2image_samples(
     from tqdm.auto import tqdm
 
     from study.data.datasets import fit_images
-    from study.models.generator import net_batch, resolve_device
+    from study.models.device import resolve_device
+    from study.models.generator import net_batch
 
     if sample.strategy != "conditional":
         raise PretrainedError(

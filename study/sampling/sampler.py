@@ -38,7 +38,8 @@ import torch
 
 from study.grid import AugGenSearch, SampleSpec
 from study.keys import derive_seed
-from study.models.generator import Generator, load_generator, resolve_device
+from study.models.device import resolve_device
+from study.models.generator import Generator, load_generator
 from study.sampling import cost
 from study.sampling.cost import edm_timesteps, mixes_at
 from study.sampling.pairs import (
@@ -414,7 +415,7 @@ def build_sample_set(
         "sample": spec.model_dump(mode="json"),
         "generator_dir": Path(gen_dir).name,
         "seed_root": seed_root,
-        "precision": gen.precision,
+        **gen.precision.stats(),
         "device": str(gen.device),
     }
     return write_sample_set(

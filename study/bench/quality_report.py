@@ -1,0 +1,131 @@
+"""Tables and figures of the generator-quality runs (study.bench.quality) and the peer comparison
+(study.bench.peer) for reports/bench.md: quality vs CPU-minutes, one line per recipe, per case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CASE_TITLES = {
+    "digits": "digits 8 px (20 per class)",
+    "digits16": "digits 16 px (20 per class)",
+    "cifar16": "CIFAR-10 16 px (10,000-image pool)",
+    "cifar32": "CIFAR-10 32 px (10,000-image pool)",
+    "breast28": "BreastMNIST 28 px (546-image pool)",
+}
+
+
+def curve_lines(runs: list[dict]) -> dict[str, list[dict]]:
+    """recipe (and extra EMA) -> its evaluations in CPU-minute order."""
+    lines = {}
+    for run in runs:
+        for ema, points in run["points"].items():
+            label = run["recipe_name"] if ema == "ema" else f"{run['recipe_name']} [{ema}]"
+            lines[label] = points
+    return lines
+
+
+def plot_case(case: str, runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, points in sorted(curve_lines(runs).items()):
+        x = [p["cpu_minutes"] for p in points]
+        style = "--" if "[" in label else "-"
+        left.plot(x, [p["cond_acc_rel"] for p in points], style, marker="o", ms=3, label=label)
+        right.plot(x, [p["fd"] for p in points], style, marker="o", ms=3, label=label)
+    judge = runs[0]["judge_test_acc"]
+    left.set(xlabel="training CPU-minutes (shared machine)", ylabel=f"cond. accuracy / judge ({judge:.3f})",
+             title=CASE_TITLES.get(case, case))  # fmt: skip
+    right.set(xlabel="training CPU-minutes (shared machine)", ylabel="FD in the judge's features (lower is better)")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def case_table(case: str, runs: list[dict], default: str | None) -> str:
+    rows = [
+        "| recipe | precision | train img/CPU-s | CPU-min | step | cond. acc | rel. to judge | FD | sample img/CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: r["recipe_name"]):
+        for ema, points in run["points"].items():
+            name = run["recipe_name"] + ("" if ema == "ema" else f" [{ema}]")
+            name = f"**{name}**" if run["recipe_name"] == default and ema == "ema" else name
+            for p in points:
+                rows.append(
+                    f"| {name} | {run['train_stats']['precision']} | {run['train_images_per_cpu_s']:.0f} "
+                    f"| {p['cpu_minutes']:.1f} | {p['step']} | {p['cond_acc']:.3f} | {p['cond_acc_rel']:.2f} "
+                    f"| {p['fd']:.1f} | {p['sample_images_per_cpu_s']:.0f} |"
+                )
+    return "\n".join(rows)
+
+
+def recipe_list(runs: list[dict]) -> str:
+    import json
+
+    return "\n".join(
+        f"- `{r['recipe_name']}`: `{json.dumps(r['recipe'])}`" for r in sorted(runs, key=lambda r: r["recipe_name"])
+    )
+
+
+def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], figures_dir: Path, rel: str) -> str:
+    parts = [
+        "### Quality per CPU-minute",
+        "",
+        "Each run trains one recipe with one torch thread and scores the EMA weights at CPU-minute marks "
+        "(process CPU time of training; sampling and judging excluded) by a judge: study_cnn (width 32) trained on "
+        "the whole training pool. Conditional accuracy is the judge's accuracy on the asked-for classes, shown "
+        "relative to the judge's own test accuracy; FD is the Frechet distance between the judge's penultimate "
+        "features of the samples and of as many real test images (same n per class everywhere within a case). "
+        "Sampling: each recipe's sampler (20 network evaluations per image unless stated). Measured on a shared "
+        "2-core machine (load average in the run files): CPU-minutes drift with other load; compare within a case.",
+    ]
+    for case, runs in by_case.items():
+        judge = runs[0]["judge_test_acc"]
+        png = figures_dir / f"bench-generator-{case}.png"
+        plot_case(case, runs, png)
+        n = runs[0]["points"]["ema"][0]["n"]
+        parts += [
+            "",
+            f"#### {CASE_TITLES.get(case, case)}",
+            "",
+            f"Judge test accuracy **{judge:.3f}**; n = {n} samples per evaluation. Default: **{defaults.get(case, '-')}**.",
+            "",
+            f"![{case}]({rel}/{png.name})",
+            "",
+            case_table(case, runs, defaults.get(case)),
+            "",
+            recipe_list(runs),
+        ]
+    return "\n".join(parts)
+
+
+def peer_markdown(rows: list[dict]) -> str:
+    lines = [
+        "### Side by side with the peer (denoising-diffusion-pytorch)",
+        "",
+        "Same images, same training CPU-minutes, one process, the same judge and n on both sides (study.bench.peer "
+        "says how the peer runs: its own defaults, fp32, its default 1000-step ancestral sampler with guidance 6). "
+        "Measured on a shared 2-core machine; images/s are per CPU-second.",
+        "",
+        "| case | CPU-min | side | params | precision | train img/CPU-s | sample img/CPU-s (NFE) | cond. acc | rel. | FD |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ours, peer = row["ours"], row["peer"]
+        for side, r in (("ours: " + ours["recipe"], ours), ("peer", peer)):
+            lines.append(
+                f"| {row['case']} | {row['minutes']:g} | {side} | {r['parameters'] / 1e6:.2f}M | {r['precision']} "
+                f"| {r['train_images_per_cpu_s']:.0f} | {r['sample_images_per_cpu_s']:.1f} ({r['nfe']}) "
+                f"| {r['cond_acc']:.3f} | {r['cond_acc_rel']:.2f} | {r['fd']:.1f} |"
+            )
+        lines.append(f"| {row['case']} | | ours / peer | | | **{row['throughput_ratio']:.1f}x** | | | | |")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The generator bench's bookkeeping and its quality harness: a run scores the EMA at CPU-minute marks with the
+judge (conditional accuracy relative to the judge, FD in its features) and is cached; the report's headline
+figures are the default recipe's last mark; the peer table; modes merge into one bench.json section."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import study.bench.quality as quality
+from study.bench.common import merge_mode
+from study.bench.generator_modes import GENERATOR_MODES, quality_figures
+from study.bench.quality_report import peer_markdown, quality_markdown
+
+
+@pytest.fixture
+def tiny_case(monkeypatch):
+    case = replace(
+        quality.CASES["digits"],
+        minutes=(0.005, 0.01),
+        judge=quality.CASES["digits"].judge.model_copy(update={"steps": 30, "width": 8}),
+        per_class=4,
+    )
+    monkeypatch.setitem(quality.CASES, "tiny", case)
+    monkeypatch.setitem(quality.RECIPES, "edm-mini", lambda: quality._recipe("tiny", prediction="edm", batch_size=16))
+    return case
+
+
+@pytest.mark.slow
+def test_a_quality_run_scores_each_mark_and_is_cached(tiny_case, tmp_path, monkeypatch):
+    run = quality.quality_run("tiny", "edm-mini", ("none",), runs=tmp_path)
+    assert set(run["points"]) == {"ema", "ema-none"} and len(run["points"]["ema"]) == 2
+    first, last = run["points"]["ema"]
+    assert 0.005 <= first["cpu_minutes"] < last["cpu_minutes"] and first["step"] < last["step"]
+    for p in (first, last):
+        assert 0 <= p["cond_acc"] <= 1 and p["fd"] >= 0 and p["n"] == 40 and p["nfe"] == 20
+        assert p["cond_acc_rel"] == pytest.approx(p["cond_acc"] / run["judge_test_acc"])
+    assert run["train_stats"]["steps"] == last["step"]  # training ended at the last mark
+    assert run["train_stats"]["precision"] in ("fp32", "bf16") and run["train_stats"]["precision_reason"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run trained again")
+
+    monkeypatch.setattr(quality, "train_generator", no_training)
+    assert quality.quality_run("tiny", "edm-mini", ("none",), runs=tmp_path) == run
+
+
+def fake_run(case, recipe, rels, judge=0.6):
+    points = [{"cpu_minutes": m, "step": 100 * m, "cond_acc": r * judge, "cond_acc_rel": r, "fd": 10.0 / (1 + m),
+               "sample_images_per_cpu_s": 50.0, "n": 500, "nfe": 20} for m, r in zip((2, 4, 8), rels, strict=True)]  # fmt: skip
+    return {"case": case, "recipe_name": recipe, "recipe": {"model": {"prediction": "edm"}}, "judge_test_acc": judge,
+            "points": {"ema": points}, "train_images_per_cpu_s": 90.0, "train_stats": {"precision": "bf16"}}  # fmt: skip
+
+
+def test_headline_figures_are_the_default_recipe_at_its_last_mark(tmp_path, monkeypatch):
+    monkeypatch.setitem(quality.DEFAULTS, "cifar16", "edm-s")
+    runs = {"cifar16": [fake_run("cifar16", "today", (0.2, 0.3, 0.35)), fake_run("cifar16", "edm-s", (0.4, 0.6, 0.72))]}
+    figures = quality_figures(runs)
+    assert figures["cond_acc_rel_cifar16"] == 0.72 and figures["cifar16_train_cpu_minutes"] == 8
+    assert figures["judge_acc_cifar16"] == 0.6
+    text = quality_markdown(runs, quality.DEFAULTS, tmp_path, ".")
+    assert (tmp_path / "bench-generator-cifar16.png").stat().st_size > 0
+    assert "Judge test accuracy **0.600**" in text and "| **edm-s** | bf16 | 90 | 8.0 | 800 | 0.432 | 0.72 |" in text
+
+
+def test_peer_table_gives_the_throughput_ratio():
+    side = {"train_images_per_cpu_s": 400.0, "sample_images_per_cpu_s": 30.0, "nfe": 20, "cond_acc": 0.9,
+            "cond_acc_rel": 0.92, "fd": 3.0, "parameters": 1.2e6, "precision": "bf16", "recipe": "edm-tiny-b128"}  # fmt: skip
+    peer = side | {"train_images_per_cpu_s": 100.0, "nfe": 2000, "precision": "fp32", "cond_acc": 0.2}
+    text = peer_markdown([{"case": "digits16", "minutes": 3.0, "ours": side, "peer": peer, "throughput_ratio": 4.0}])
+    assert "| digits16 | 3 | ours: edm-tiny-b128 | 1.20M | bf16 | 400 |" in text and "**4.0x**" in text
+    assert "| digits16 | 3 | peer | 1.20M | fp32 | 100 | 30.0 (2000) | 0.200 |" in text
+
+
+def test_generator_modes_share_one_section(tmp_path):
+    merge_mode("generator", "quality", {"cond_acc_rel_cifar16": 0.5}, "quality text", GENERATOR_MODES, tmp_path)
+    merge_mode("generator", "throughput", {"old": 1, "bf16_over_fp32": 1.2}, "old", GENERATOR_MODES, tmp_path)
+    merge_mode("generator", "throughput", {"bf16_over_fp32": 1.3}, "throughput text", GENERATOR_MODES, tmp_path)
+    section = json.loads((tmp_path / "bench.json").read_text())["generator"]
+    assert section["cond_acc_rel_cifar16"] == 0.5 and section["bf16_over_fp32"] == 1.3 and "old" not in section
+    md = (tmp_path / "bench.md").read_text()
+    assert md.index("throughput text") < md.index("quality text")  # the modes' order, whatever the run order
