@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from study.grid import GeneratorTrainSpec, ModelSpec, expand, validate_grid
-from study.models.generator import Generator, noise_scheduler
+from study.models.generator import Generator
 from study.models.noise import alphas_cumprod, scheduler_config
+from study.models.objectives import noise_scheduler
 from study.runner.plan import make_plan, sample_nfe_per_image
 from study.sampling.cost import edm_timesteps, nfe_per_image, trajectory_length
 from study.sampling.sampler import SAMPLERS, build_sample_set
@@ -53,7 +54,21 @@ def test_trajectory_length_is_the_schedulers(noise_schedule, timesteps):
 def test_unknown_schedule_gives_the_upper_bound():
     assert trajectory_length("heun", 10, None, None) == 19
     assert trajectory_length("dpmpp", 10, None, None) == 10
-    assert alphas_cumprod({"beta_schedule": "linear", "trained_betas": [0.1, 0.2]}) is None
+    assert alphas_cumprod({"beta_schedule": "linear", "rescale_betas_zero_snr": True}) is None
+
+
+def test_an_edm_models_schedule_is_known_before_training():
+    """An EDM model's nominal schedule (trained betas at Karras's noise levels) has its closed form too, so the
+    plan counts its Heun levels exactly."""
+    edm = ModelSpec(preset="tiny", prediction="edm")
+    config = scheduler_config(edm, GeneratorTrainSpec())
+    ddpm = noise_scheduler(edm, GeneratorTrainSpec())
+    np.testing.assert_allclose(alphas_cumprod(config), ddpm.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
+    stored = dict(ddpm.config)
+    for sampler, build in SAMPLERS.items():
+        for steps in (2, 10, 20):
+            visited = len(build(stored, steps, "cpu").timesteps)
+            assert trajectory_length(sampler, steps, config, alphas_cumprod(config)) == visited, (sampler, steps)
 
 
 def test_nfe_counts_guidance_and_step_range():

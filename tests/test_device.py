@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import study.models.device as device
+from study.errors import DeviceError, ModelSpecError
 from study.grid import ClassifierSpec, GeneratorTrainSpec, ModelSpec
-from study.models.device import DeviceError, Precision, cpu_precision, resolve_device, resolve_precision
+from study.models.device import Precision, cpu_precision, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -47,9 +48,9 @@ def test_asked_precision_is_kept_and_fp16_needs_cuda():
         "bf16", "asked for (train.precision: bf16)"
     )
     assert resolve_precision("fp32", CPU).name == "fp32"
-    with pytest.raises(DeviceError, match=r"classifier\.precision: fp16 needs a CUDA device"):
+    with pytest.raises(ModelSpecError, match=r"classifier\.precision: fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU, key="classifier.precision")
-    with pytest.raises(DeviceError, match=r"train\.precision: 'half' is not a precision"):
+    with pytest.raises(ModelSpecError, match=r"train\.precision: 'half' is not a precision"):
         resolve_precision("half", CPU, key="train.precision")
 
 

@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=int, default=20, help="real images per class the digits generator sees")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU time per core)")
+    p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="throughput workloads (default: all)")
+    p.add_argument("--no-samplers", action="store_true", help="throughput and precision only (no digits samplers)")
     p.add_argument("--quality", nargs="*", metavar="CASE", help="quality vs CPU-minutes on these cases")
     p.add_argument("--recipes", nargs="+", help="recipes for --quality (default: each case's sweep)")
     p.add_argument("--ema", nargs="*", default=[], help="extra EMAs scored in --quality runs: none, dX, pX")

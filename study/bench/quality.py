@@ -56,7 +56,8 @@ from study.models.classifier import (
 from study.models.device import resolve_precision
 from study.models.generator import Progress, as_generator, train_generator
 from study.models.objectives import noise_scheduler
-from study.sampling.sampler import nfe_per_image, sample, sample_seeds
+from study.sampling.sample_set import sample_seeds
+from study.sampling.sampler import nfe_per_image, sample
 from study.store import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +158,9 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
     "edm-tiny": lambda: _recipe("tiny", prediction="edm"),
     "eps-tiny": lambda: _recipe("tiny"),
     "edm-tiny-b128": lambda: _recipe("tiny", prediction="edm", batch_size=128),
+    "edm-tiny-b128-lr2e-3": lambda: _recipe("tiny", prediction="edm", batch_size=128, lr=2e-3),
+    "edm-tiny-b128-lr5e-4": lambda: _recipe("tiny", prediction="edm", batch_size=128, lr=5e-4),
+    "edm-tiny-b256": lambda: _recipe("tiny", prediction="edm", batch_size=256),
     "v-minsnr-tiny": lambda: _recipe("tiny", prediction="v_prediction", snr_gamma=5.0),
     "edm-xs-b128": lambda: _recipe("xs", prediction="edm", batch_size=128),
     "edm-s-noattn": lambda: _recipe(prediction="edm", attention=False),

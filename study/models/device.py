@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from study.errors import DeviceError, ModelSpecError
 from study.paths import default_cache_dir
 from study.store import atomic_write_json
 
@@ -41,10 +42,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16, Arm's BF16 extension
 BF16_MARGIN = 1.1  # bf16 must beat fp32 by 10%: below that, fp32's extra accuracy is worth more
 PROBE_FILE = "precision.json"
-
-
-class DeviceError(ValueError):
-    """A device or precision this machine cannot provide; the message names the key and the choices."""
 
 
 # --- devices -------------------------------------------------------------------------------------------
@@ -91,10 +88,10 @@ class Precision:
 def resolve_precision(precision: str, device: torch.device, key: str = "precision") -> Precision:
     """The precision to train or sample in on `device`: as asked, or chosen by the policy above for `auto`."""
     if precision not in PRECISIONS:
-        raise DeviceError(f"{key}: {precision!r} is not a precision; expected one of {list(PRECISIONS)}")
+        raise ModelSpecError(f"{key}: {precision!r} is not a precision; expected one of {list(PRECISIONS)}")
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
-            raise DeviceError(f"{key}: fp16 needs a CUDA device; use bf16 or fp32 on {device.type}")
+            raise ModelSpecError(f"{key}: fp16 needs a CUDA device; use bf16 or fp32 on {device.type}")
         return Precision(precision, f"asked for ({key}: {precision})")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():

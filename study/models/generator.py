@@ -10,9 +10,15 @@ dropout trains for classifier-free guidance. The final EMA weights are saved wit
 class-conditional model with integer `class_labels`. `load_generator` lifts the class table out of the UNet
 so conditions are vectors that sampling strategies can mix (AugGen adds class embeddings).
 
-Cost on one core of the 2-core CPU (fp32; reports/bench.md): preset `tiny` on 8x8 digits, 400 steps of 128
-images (the quickstart), 25-35 s, after which a logistic regression reads the asked-for class in ~99% of
-samples; preset `s` at 32 px RGB, 20-25 images/s at 0.6-0.75 of the machine's fp32 matmul FLOP/s.
+What the network is trained to output (epsilon, v or an EDM denoiser) and its loss live in
+study.models.objectives; `Generator.eps` always returns epsilon, so every sampler and sampling strategy works
+with every objective. For an EDM model, `UNet2DModel.from_pretrained(out_dir / "unet")` is the raw network F of
+the denoiser: feed it c_in x and c_noise (study.models.objectives), or use `load_generator`.
+
+Cost on one core of the shared 2-core CPU (process CPU time, bf16 chosen by `precision: auto` on this AMX
+machine; reports/bench.md): preset `tiny` on 8x8 digits, 200 EDM steps of 128 images (the quickstart), ~0.3
+CPU-minutes, after which the judge reads the asked-for class in 99.6% of samples; preset `s` at 16 px RGB,
+~90 training images per CPU-second; at 32 px ~25-35.
 """
 
 from __future__ import annotations
