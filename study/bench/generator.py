@@ -47,6 +47,7 @@ from study.models.device import autocast
 from study.models.generator import build_unet, load_generator, train_generator
 from study.sampling.sample_set import sample_seeds
 from study.sampling.sampler import nfe_per_image, sample
+from study.store import GENERATOR_META
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "grids" / "quickstart.yaml"
 # name -> (model, resolution, channels, batch): the quickstart's generator and the CIFAR defaults' networks.
@@ -248,8 +249,9 @@ def sampler_check(case_name: str, runs_dir: Path, scale: float) -> dict:
     from study.models.classifier import features, predict_proba
 
     case = CASES[case_name]
-    run = next((r for r in cached_runs(runs_dir, case_name) if r["recipe_name"] == DEFAULTS[case_name]), None)
-    if run is None or not (Path(run.get("model_dir", "")) / "generator.json").exists():
+    saved = [r for r in cached_runs(runs_dir, case_name) if (Path(r.get("model_dir", "")) / GENERATOR_META).exists()]
+    run = next((r for r in saved if r["recipe_name"] == DEFAULTS[case_name]), None)
+    if run is None:
         raise SystemExit(f"no saved model of recipe {DEFAULTS[case_name]} for {case_name}: run --quality {case_name}")
     ds = load_dataset(case.dataset)
     judge = load_judge(case, ds, runs_dir)

@@ -179,11 +179,11 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
 SWEEPS: dict[str, list[str]] = {
     "digits": ["today", "eps-tiny", "edm-tiny", "edm-tiny-b128", "v-minsnr-tiny"],
     "digits16": ["today", "edm-tiny-b128"],
-    "cifar16": ["today", "eps-s", "eps-minsnr-s", "v-minsnr-s", "edm-s"],
+    "cifar16": ["today", "eps-s", "v-minsnr-s", "edm-s", "edm-xs"],
     "cifar32": ["today", "edm-s"],
     "breast28": ["today", "edm-s"],
 }
-DEFAULTS: dict[str, str] = {"digits": "edm-tiny-b128", "digits16": "edm-tiny-b128", "cifar16": "edm-s",
+DEFAULTS: dict[str, str] = {"digits": "edm-tiny-b128", "digits16": "edm-tiny-b128", "cifar16": "edm-xs",
                             "cifar32": "edm-s", "breast28": "edm-s"}  # fmt: skip
 
 

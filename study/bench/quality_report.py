@@ -71,9 +71,33 @@ def case_table(case: str, runs: list[dict], default: str | None) -> str:
 def recipe_list(runs: list[dict]) -> str:
     import json
 
-    return "\n".join(
-        f"- `{r['recipe_name']}`: `{json.dumps(r['recipe'])}`" for r in sorted(runs, key=lambda r: r["recipe_name"])
-    )
+    seen = {r["recipe_name"]: r["recipe"] for r in runs}
+    return "\n".join(f"- `{name}`: `{json.dumps(recipe)}`" for name, recipe in sorted(seen.items()))
+
+
+TARGETS = {"cifar16": (0.7, 15.0), "cifar32": (0.5, 30.0)}  # case -> (relative cond. accuracy, within CPU-min)
+
+
+def targets_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str]) -> list[str]:
+    """Each target met or not, or how far the measured curves got (never extrapolated)."""
+    lines = ["", "#### Targets", ""]
+    for case, (goal, minutes) in TARGETS.items():
+        points = [(p, r["recipe_name"]) for r in by_case.get(case, []) for p in r["points"]["ema"]]
+        if not points:
+            lines.append(f"- {case}: relative conditional accuracy >= {goal} within {minutes:g} CPU-min: not measured.")
+            continue
+        within = [(p, name) for p, name in points if p["cpu_minutes"] <= minutes * 1.05]
+        best, name = max(within, key=lambda pn: pn[0]["cond_acc_rel"])
+        longest = max(p["cpu_minutes"] for p, _ in points)
+        verdict = (
+            "met"
+            if best["cond_acc_rel"] >= goal
+            else ("not met" if longest >= minutes else f"not shown: curves measured to {longest:.1f} CPU-min only")
+        )
+        lines.append(f"- {case}: >= {goal} within {minutes:g} CPU-min: **{verdict}**; best measured "
+                     f"{best['cond_acc_rel']:.2f} ({name}, {best['cpu_minutes']:.1f} CPU-min), gap "
+                     f"{max(0.0, goal - best['cond_acc_rel']):.2f}.")  # fmt: skip
+    return lines
 
 
 def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], figures_dir: Path, rel: str) -> str:
@@ -88,16 +112,19 @@ def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], f
         "Sampling: each recipe's sampler (20 network evaluations per image unless stated). Measured on a shared "
         "2-core machine (load average in the run files): CPU-minutes drift with other load; compare within a case.",
     ]
+    parts += targets_markdown(by_case, defaults)
     for case, runs in by_case.items():
         judge = runs[0]["judge_test_acc"]
         png = figures_dir / f"bench-generator-{case}.png"
         plot_case(case, runs, png)
         n = runs[0]["points"]["ema"][0]["n"]
+        unfinished = sorted(r["recipe_name"] for r in runs if not r.get("complete", True))
         parts += [
             "",
             f"#### {CASE_TITLES.get(case, case)}",
             "",
-            f"Judge test accuracy **{judge:.3f}**; n = {n} samples per evaluation. Default: **{defaults.get(case, '-')}**.",
+            f"Judge test accuracy **{judge:.3f}**; n = {n} samples per evaluation. Default: **{defaults.get(case, '-')}**."
+            + (f" Unfinished runs (stopped before their last mark): {', '.join(unfinished)}." if unfinished else ""),
             "",
             f"![{case}]({rel}/{png.name})",
             "",
