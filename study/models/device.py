@@ -214,7 +214,7 @@ def _measure(nn, batch: int, bursts: int, steps: int) -> float:
             nn.Upsample(scale_factor=2), nn.Conv2d(128, 3, 3, padding=1),
         )  # fmt: skip
         x = torch.randn(batch, 3, 16, 16)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    params = list(net.parameters())
     cpu = torch.device("cpu")
 
     def burst(precision: str) -> float:
@@ -223,9 +223,9 @@ def _measure(nn, batch: int, bursts: int, steps: int) -> float:
             with autocast(cpu, precision):
                 out = net(x)
             loss = (out.float() - x).square().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():  # a plain SGD update: no torch.optim, whose global step hooks others may count
+                torch._foreach_add_(params, grads, alpha=-1e-4)
         return time.process_time() - start
 
     for _ in range(2):  # warm-up: oneDNN creates and caches its kernels on first use of each shape
