@@ -529,6 +529,15 @@ class DiagnosticsSpec(Strict):
 
 # --- the grid ----------------------------------------------------------------------------------------
 
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+
+
+def check_device(device: str) -> str:
+    """The device's form (whether CUDA is there is checked where torch is: the runner's pre-flight)."""
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+    return device
+
 
 class Grid(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -544,6 +553,7 @@ class Grid(Strict):
     smoke: dict[str, Any] | None = None  # deep-merged over the grid by --smoke
 
     _sorted = field_validator("seeds")(_distinct_sorted)
+    _device = field_validator("device")(check_device)
 
     @field_validator("generators")
     @classmethod

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from study.errors import BackendError, StudyInputError
 from study.grid import expand, load_grid
+from study.grid.schema import check_device
 from study.runner.collect import write_table
 from study.runner.plan import Plan, describe, make_plan
 from study.runner.preflight import BadInput
@@ -61,12 +62,19 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     raise BadInput(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
 
 
+def _device(text: str) -> str:
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise BadInput(f"--device {text!r}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         grid = load_grid(args.grid, smoke=args.smoke)
         if args.device:
-            grid = grid.model_copy(update={"device": args.device})
+            grid = grid.model_copy(update={"device": _device(args.device)})
         shard = parse_shard(args.shard)
         if args.jobs < 1:
             raise BadInput(f"--jobs {args.jobs}: expected a positive number of workers")
