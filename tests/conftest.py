@@ -10,6 +10,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+TINY_GRID = Path(__file__).resolve().parent / "tiny.yaml"  # the end-to-end grid; its numbers are pinned
+
+# Tests that need one of these fixtures train real models for seconds to minutes: they are marked `slow`, so
+# `python -m pytest -m "not slow"` is a fast lane (the default run still runs everything).
+SLOW_FIXTURES = {"gen_dir", "tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def shared_data_dir() -> Path | None:
@@ -32,6 +43,19 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory):
     """Decoded-dataset cache in a temp dir, so tests never read or write the user's ~/.cache."""
     os.environ["STUDY_CACHE"] = str(tmp_path_factory.mktemp("study-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One uninterrupted `study.run` of tests/tiny.yaml (~25 s of CPU): (grid file, results root). Shared by the
+    tests that compare with it; they must not write into it."""
+    from study.runner import cli
+
+    tmp = tmp_path_factory.mktemp("tiny-run")
+    grid = tmp / "tiny.yaml"
+    grid.write_text(TINY_GRID.read_text())
+    assert cli.main([str(grid), "--results", str(tmp / "results"), "--quiet"]) == 0
+    return grid, tmp / "results"
 
 
 # --- digits, a tiny generator trained on its 20-per-class base, and a reference judge (shared by modules) ----

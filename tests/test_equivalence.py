@@ -66,6 +66,7 @@ def test_simulator_rejects_impossible_truths():
 # --- statistical checks ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_planted_beta_at_close_to_the_nominal_rate():
     """Over 50 simulated studies (3 seeds, seed-to-seed noise on top of the binomial test noise), the 90%
     intervals for beta per group (delta method), per cell, and per arm (joint model, likelihood ratio) cover

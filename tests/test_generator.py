@@ -102,6 +102,7 @@ def test_a_unet_that_would_ignore_class_labels_is_refused():
 # --- training, saving, loading -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_saves_a_diffusers_model_that_from_pretrained_loads(tmp_path):
     images, labels = toy_data()
     stats = train_generator(TINY, SHORT, images, labels, 4, tmp_path, seed=1, flip=False, progress=False)
@@ -128,6 +129,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prediction", ["epsilon", "edm"])
 def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, prediction):
     TINY = ModelSpec(preset="tiny", prediction=prediction)  # noqa: N806 - the module's TINY, per objective

@@ -1,10 +1,13 @@
-"""The runner end to end on a tiny digits grid: plan, results table, caching, failures, resume, concurrency,
-backends. Every run trains real (tiny) generators and classifiers."""
+"""The runner end to end on the tiny digits grid (tests/tiny.yaml): plan, results table, caching, --force,
+--device, --smoke, failures, resume after Ctrl-C and SIGKILL, concurrency, backends. Every run trains real
+(tiny) generators and classifiers."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,20 +23,7 @@ from study.runner.collect import COLUMNS
 from study.table import SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = """
-name: tiny
-dataset: {name: digits}
-real: {base: [5, 10], extra: [5]}
-synthetic: {volume: [5, 10]}
-generators:
-  closed:
-    model: {preset: tiny}
-    train: {steps: 30, batch_size: 32, warmup: 5, checkpoint_every: 10}
-    sample: {sampler: dpmpp, steps: 4, guidance: 2.0}
-classifier: {arch: study_cnn, width: 8, steps: 30, batch_size: 32}
-seeds: [0]
-device: cpu
-"""
+TINY = (Path(__file__).resolve().parent / "tiny.yaml").read_text()
 RESULT_COLUMNS = ["cell", "status", "test_acc", "test_nll", "n_test"]
 
 
@@ -51,13 +41,9 @@ def table(results: Path, name: str = "tiny") -> pd.DataFrame:
     return pd.read_csv(results / name / "cells.csv").sort_values("cell").reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted run of the tiny grid, shared by the tests that compare against it."""
-    tmp = tmp_path_factory.mktemp("finished")
-    grid = write_grid(tmp)
-    assert run([str(grid), "--results", str(tmp / "results")]) == 0
-    return grid, tmp / "results"
+def done_markers(results: Path) -> dict[Path, int]:
+    """Every artifact's done.json and its modification time (ns): a rebuilt artifact rewrites it."""
+    return {p: p.stat().st_mtime_ns for p in (results / "store").glob("*/*/done.json")}
 
 
 def test_dry_run_prints_the_plan(tmp_path, capsys):
@@ -70,8 +56,8 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert not (tmp_path / "quickstart").exists()  # computes nothing
 
 
-def test_full_run_writes_the_table(finished, capsys):
-    grid, results = finished
+def test_full_run_writes_the_table(tiny_run, capsys):
+    grid, results = tiny_run
     df = table(results)
     assert len(df) == 8 and set(df["status"]) == {"done"}
     assert set(COLUMNS) <= set(df.columns)
@@ -90,20 +76,19 @@ def test_full_run_writes_the_table(finished, capsys):
     assert {c: str(t) for c, t in parquet.dtypes.items()} == {c: s.dtype for c, s in SCHEMA.items()}  # study.table
 
 
-def test_cached_rerun_computes_nothing(finished, capsys):
-    grid, results = finished
-    before = table(results)
-    start = time.perf_counter()
+def test_cached_rerun_computes_nothing(tiny_run, capsys):
+    grid, results = tiny_run
+    before, markers = table(results), done_markers(results)
     assert run([str(grid), "--results", str(results)]) == 0
     assert "nothing to compute" in capsys.readouterr().out
-    assert time.perf_counter() - start < 5
+    assert done_markers(results) == markers  # no artifact was rebuilt
     pd.testing.assert_frame_equal(table(results), before)
 
 
 def test_bad_input_exits_2(tmp_path, capsys):
     assert run([str(tmp_path / "missing.yaml")]) == 2
     assert "grid file not found" in capsys.readouterr().err
-    assert run([str(write_grid(tmp_path, TINY.replace("steps: 30, batch_size: 32}\nseeds", "stpes: 30}\nseeds")))]) == 2
+    assert run([str(write_grid(tmp_path, TINY.replace("classifier: {", "classifier: {stpes: 30, ")))]) == 2
     assert "classifier.stpes: unknown key" in capsys.readouterr().err
     too_big = write_grid(tmp_path, TINY.replace("extra: [5]", "extra: [500]"))
     assert run([str(too_big), "--results", str(tmp_path / "r")]) == 2
@@ -113,11 +98,12 @@ def test_bad_input_exits_2(tmp_path, capsys):
     bad_arch = write_grid(tmp_path, TINY.replace("arch: study_cnn", "arch: resnet-18"))
     assert run([str(bad_arch), "--results", str(tmp_path / "r")]) == 2  # up front, not in every cell
     assert "classifier.arch: 'resnet-18' is not a timm model name" in capsys.readouterr().err
-    bad_kwargs = write_grid(tmp_path, TINY.replace("batch_size: 32}", "batch_size: 32, model_kwargs: {bogus: 1}}"))
+    bad_kwargs = write_grid(tmp_path, TINY.replace("classifier: {", "classifier: {model_kwargs: {bogus: 1}, "))
     assert run([str(bad_kwargs), "--results", str(tmp_path / "r")]) == 2
     assert "classifier.model_kwargs: 'study_cnn' does not accept {'bogus': 1}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_failed_cell_keeps_the_others(tmp_path, monkeypatch, capsys):
     real_build = stages.BUILDERS["generator"]
 
@@ -139,10 +125,17 @@ def test_failed_cell_keeps_the_others(tmp_path, monkeypatch, capsys):
     assert set(table(results)["status"]) == {"done"}
 
 
+# `python -m study.run ARGS` that turns SIGINT into KeyboardInterrupt as an interactive shell's command does. A
+# shell without job control starts background commands (e.g. a test suite run with `&`) with SIGINT ignored,
+# and Python then keeps it ignored, so Ctrl-C is restored explicitly before the runner starts.
+WITH_CTRL_C = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+              "runpy.run_module('study.run', run_name='__main__', alter_sys=True)"  # fmt: skip
+
+
 def subprocess_run(grid: Path, results: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "study.run", str(grid), "--results", str(results), "-q", *extra],
+        [sys.executable, "-c", WITH_CTRL_C, str(grid), "--results", str(results), "-q", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -150,13 +143,19 @@ def subprocess_run(grid: Path, results: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_resume_after_sigkill_gives_the_same_table(finished, tmp_path):
-    grid, reference = finished
+def wait_until_done(results: Path, pattern: str, proc: subprocess.Popen) -> None:
+    """Poll until an artifact matching `pattern` (e.g. "samples/*") is done, while `proc` is still running.
+    No deadline of its own: pytest-timeout ends a run that hangs."""
+    while not list((results / "store").glob(f"{pattern}/done.json")):
+        assert proc.poll() is None, f"the run ended before {pattern} was done:\n{proc.communicate()[0]}"
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_gives_the_same_table(tiny_run, tmp_path):
+    grid, reference = tiny_run
     results = tmp_path / "results"
     proc = subprocess_run(grid, results)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((results / "store").glob("samples/*/done.json"))) < 1:
-        time.sleep(0.05)
+    wait_until_done(results, "samples/*", proc)
     os.kill(proc.pid, signal.SIGKILL)  # mid-grid: a sample set is done, classifiers are not
     proc.wait()
     assert not (results / "tiny" / "cells.csv").exists() or len(table(results)) < 8
@@ -164,8 +163,84 @@ def test_resume_after_sigkill_gives_the_same_table(finished, tmp_path):
     pd.testing.assert_frame_equal(table(results)[RESULT_COLUMNS], table(reference)[RESULT_COLUMNS])
 
 
-def test_two_concurrent_runners_build_each_artifact_once(finished, tmp_path):
-    grid, reference = finished
+def test_ctrl_c_exits_130_keeps_finished_work_and_the_same_command_resumes(tiny_run, tmp_path):
+    grid, reference = tiny_run
+    results = tmp_path / "results"
+    proc = subprocess_run(grid, results)
+    wait_until_done(results, "generator/*", proc)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out = proc.communicate()[0]
+    assert proc.returncode == 130, out
+    assert "interrupted: finished artifacts are kept; run the same command to resume" in out
+    kept = done_markers(results)
+    assert 0 < len(kept) < len(done_markers(reference))
+    resumed = subprocess_run(grid, results)
+    out = resumed.communicate()[0]
+    assert resumed.returncode == 0, out
+    after = done_markers(results)
+    assert {p: after[p] for p in kept} == kept  # what was done before Ctrl-C is not rebuilt
+    assert after.keys() == {results / p.relative_to(reference) for p in done_markers(reference)}
+    pd.testing.assert_frame_equal(table(results)[RESULT_COLUMNS], table(reference)[RESULT_COLUMNS])
+
+
+def test_force_rebuilds_every_artifact_with_the_same_numbers(tiny_run, tmp_path, capsys):
+    grid, reference = tiny_run
+    results = tmp_path / "results"
+    shutil.copytree(reference, results)
+    before = done_markers(results)
+    assert run([str(grid), "--results", str(results), "--force"]) == 0
+    built = re.findall(r"^\s+\w+\s+built\s+(\d+)", capsys.readouterr().out, re.M)
+    assert sum(map(int, built)) == len(before)
+    after = done_markers(results)
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)  # every one rewritten
+    pd.testing.assert_frame_equal(table(results)[RESULT_COLUMNS], table(reference)[RESULT_COLUMNS])
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_bad_device_exits_2_before_anything_runs(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run([str(write_grid(tmp_path)), "--device", "gpu", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'gpu'" in err and "cuda:N" in err
+    assert run([str(write_grid(tmp_path, TINY.replace("device: cpu", "device: gpu"))), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "device:" in err and "'gpu'" in err and "cuda:N" in err
+    if not torch_cuda_available():
+        assert run([str(write_grid(tmp_path)), "--device", "cuda", "--results", str(results)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not list(results.glob("store/*/*/done.json"))
+
+
+SMOKE = """smoke:
+  real: {base: [5], extra: []}
+  synthetic: {volume: [5]}
+  generators: {"*": {train: {steps: 10}}}
+  classifier: {steps: 10}
+"""
+
+
+@pytest.mark.slow
+def test_smoke_run_with_the_device_flag(tmp_path):
+    """`--smoke` shrinks the grid through study.run; `--device cpu` overrides the grid's `device: cuda`."""
+    grid = write_grid(tmp_path, TINY.replace("device: cpu", "device: cuda") + SMOKE)
+    results = tmp_path / "results"
+    assert run([str(grid), "--smoke", "--device", "cpu", "--results", str(results)]) == 0
+    df = table(results)
+    assert list(df["cell"]) == ["closed-base5-vol5-s0", "real-only-base5-s0"] and set(df["status"]) == {"done"}
+    plan = json.loads((results / "tiny" / "plan.json").read_text())
+    assert plan["cells"] == 2
+    provenance = [json.loads(p.read_text()) for p in (results / "store").glob("*/*/provenance.json")]
+    # reference classifier, generator, samples and the two cells' classifiers, all on the CPU
+    assert len(provenance) == 5 and {p["device"] for p in provenance} == {"cpu"}
+
+
+def test_two_concurrent_runners_build_each_artifact_once(tiny_run, tmp_path):
+    grid, reference = tiny_run
     results = tmp_path / "results"
     procs = [subprocess_run(grid, results), subprocess_run(grid, results, "--shard", "1/2")]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -175,6 +250,7 @@ def test_two_concurrent_runners_build_each_artifact_once(finished, tmp_path):
     pd.testing.assert_frame_equal(table(results)[RESULT_COLUMNS], table(reference)[RESULT_COLUMNS])
 
 
+@pytest.mark.slow
 def test_dask_backend_matches_local_processes(tmp_path):
     pytest.importorskip("dask.distributed", reason="the dask extra is not installed")
     grid = write_grid(tmp_path)

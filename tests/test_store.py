@@ -102,25 +102,52 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # the temp file is cleaned up
 
 
-def _counted_build(root, barrier):
-    barrier.wait()
+class _SignallingStore(Store):
+    """Sets `checked` when `ensure` has looked and found the artifact not done, i.e. just before it takes the lock."""
 
+    def __init__(self, root, checked):
+        super().__init__(root)
+        self.checked = checked
+
+    def is_done(self, art):
+        done = super().is_done(art)
+        if not done:
+            self.checked.set()
+        return done
+
+
+def _log_build(d):
+    with open(d.parent / "builds.log", "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _first_builder(root, building, second_checked):
     def build(d):
-        with open(d.parent / "builds.log", "a") as f:
-            f.write(f"{os.getpid()}\n")
-        time.sleep(0.5)
+        _log_build(d)
+        building.set()
+        # Hold the lock until the second process has found the artifact not done and gone for the lock too.
+        assert second_checked.wait(60), "the second process never reached the lock"
 
-    Store(root).ensure(ART, build)
+    assert Store(root).ensure(ART, build)
+
+
+def _second_builder(root, building, second_checked):
+    assert building.wait(60), "the first process never started building"
+    assert not _SignallingStore(root, second_checked).ensure(ART, _log_build)  # it waited, then found it done
 
 
 def test_two_processes_build_once(tmp_path):
+    """The second process asks for the artifact while the first is building it (certain: the first holds the
+    lock until the second has looked), so without the lock, or without looking again under it, both build."""
     ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_counted_build, args=(tmp_path, barrier)) for _ in range(2)]
+    building, second_checked = ctx.Event(), ctx.Event()
+    procs = [
+        ctx.Process(target=f, args=(tmp_path, building, second_checked)) for f in (_first_builder, _second_builder)
+    ]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
     assert len((tmp_path / "generator" / "builds.log").read_text().split()) == 1
     assert Store(tmp_path).is_done(ART)

@@ -328,6 +328,7 @@ def test_the_plan_keys_only_what_changes_results(tmp_path):
     assert "(+ 192 for AugGen's alpha/beta search)" in describe(plan, Store(tmp_path))
 
 
+@pytest.mark.slow
 def test_strategies_end_to_end(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(GRID.replace("base: [5, 10]", "base: [5]"))
