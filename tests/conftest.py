@@ -47,7 +47,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    """One uninterrupted `study.run` of tests/tiny.yaml (~25 s of CPU): (grid file, results root). Shared by the
+    """One uninterrupted `study.run` of tests/tiny.yaml (~45 s of CPU): (grid file, results root). Shared by the
     tests that compare with it; they must not write into it."""
     from study.runner import cli
 
