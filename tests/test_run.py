@@ -235,8 +235,8 @@ def test_smoke_run_with_the_device_flag(tmp_path):
     plan = json.loads((results / "tiny" / "plan.json").read_text())
     assert plan["cells"] == 2
     provenance = [json.loads(p.read_text()) for p in (results / "store").glob("*/*/provenance.json")]
-    # reference classifier, generator, samples and the two cells' classifiers, all on the CPU
-    assert len(provenance) == 5 and {p["device"] for p in provenance} == {"cpu"}
+    # reference classifier, generator, samples, their diagnostics and the two cells' classifiers, all on the CPU
+    assert len(provenance) == 6 and {p["device"] for p in provenance} == {"cpu"}
 
 
 def test_two_concurrent_runners_build_each_artifact_once(tiny_run, tmp_path):
