@@ -243,22 +243,31 @@ def node_work(plan: Plan, node: Node, shape: Shape) -> list[Work]:
 
 
 def _diagnostics_work(grid: Grid, node: Node, shape: Shape) -> list[Work]:
-    from study.sampling.diagnostics import domain_spec
+    """The judge's features of the samples, the base, the outside-base blocks and the balanced pool sample (at most
+    REAL_PER_CLASS a class: an upper bound for classes with fewer images); the domain classifiers (trained per
+    fold, each image scored once held out); CAS on conditional sets (the grid's classifier on min(base, volume)
+    synthetic images a class, then the test split)."""
+    from study.memorisation import MAX_BLOCKS
+    from study.sampling.diagnostics import REAL_PER_CLASS, domain_spec
 
     spec, clf, k = grid.diagnostics, grid.classifier, shape.classes
     fake, base = node.volume_per_class * k, node.base_per_class * k
-    out = [Work("diagnostics", f"{clf.arch} (judge features)", fake + base, classifier_flops(clf, shape, k, False),
-                False)]  # fmt: skip
+    real = (1 + MAX_BLOCKS) * base + REAL_PER_CLASS * k
+    judge = classifier_flops(clf, shape, k, False)
+    out = [Work("diagnostics", f"{clf.arch} (judge features)", fake + real, judge, False)]
     if spec.domain is not None:
         domain = domain_spec(spec.domain)
+        name = f"{domain.arch} (domain)"
         train = spec.domain.folds * domain.steps * domain.batch_size
-        out.append(
-            Work("diagnostics", f"{domain.arch} (domain)", train, classifier_flops(domain, shape, 2, True), True)
-        )
-    if spec.cas and grid.generators[node.arm].kind == "closed":
+        out += [
+            Work("diagnostics", name, train, classifier_flops(domain, shape, 2, True), True),
+            Work("diagnostics", name, 2 * fake, classifier_flops(domain, shape, 2, False), False),
+        ]
+    if spec.cas and not grid.generators[node.arm].sample.mixing:
+        cas = min(node.base_per_class, node.volume_per_class) * k
         out += [
             Work("diagnostics", f"{w.network} (CAS)", w.count, w.flops_each, w.training)
-            for w in _classifier_work("diagnostics", clf, shape, fake, clf.arch)
+            for w in _classifier_work("diagnostics", clf, shape, cas, clf.arch)
         ]
     return out
 
