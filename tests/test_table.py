@@ -32,8 +32,13 @@ def test_the_simulator_writes_every_column_with_its_dtype():
     assert set(closed["labels"]) == {"class"}
     # What a simulated study does not have is empty, never made up.
     for col in ("test_auc", "test_nll", "test_ece", "seconds", "cond_acc", "pair_weight_i", "pair_weight_j",
-                "pair_distance", "source_mass", "cka", "generator_key", "samples_key", "n_pairs"):  # fmt: skip
+                "pair_distance", "source_mass", "cka", "n_pairs"):  # fmt: skip
         assert cells[col].isna().all(), col
+    # Its generators are named as the runner builds them (closed: per seed and base; open: per seed, every base).
+    syn = cells[cells["arm_kind"].isin(["closed", "open"])]
+    assert syn["generator_key"].notna().all() and (syn["samples_key"] == syn["generator_key"]).all()
+    assert cells.loc[~cells.index.isin(syn.index), "generator_key"].isna().all()
+    assert syn.groupby("arm")["generator_key"].nunique().to_dict() == {"closed": 9, "open": 3}
 
 
 def test_an_older_table_is_read_with_todays_names(tmp_path):

@@ -12,11 +12,18 @@ constant exchange rate (`beta`: n_eff = n_base + beta n_syn; < 0 hurts, > 1 beat
 paper's closed form (`c1`, `c2`, `K`: the n_syn matching n_real+ added real images is
 n_base c1^(n_base/K) (c2^(n_real+/n_base) - 1), inverted). A cell's accuracy is acc(n_eff), shifted on the
 logit scale by a seed effect (shared by every cell of a seed, like the base set) and a cell effect
-(classifier training noise), then observed through a binomial test set of n_test images. Cells fail at
+(classifier training noise), then observed through a binomial test set of n_test images.
+
+Generators, as the runner has them: a closed-set arm trains one generator (and draws one sample set) per seed
+and base size, whose smaller volumes are prefixes of its largest; an open-set arm one per seed, shared by
+every base size. `generator_sd` plants a quality effect shared by every cell of one generator: its gain
+n_eff - n_base is multiplied by exp(u), u ~ Normal(0, generator_sd) (an effect on log beta for a constant-rate
+arm). Rows carry the generator and its sample set as `generator_key` and `samples_key`
+("sim-<arm>-s<seed>[-b<base>]"), so the analysis can tell which cells share one. Cells fail at
 random with `fail_rate` (status "failed", no metrics). As in the runner, real cells of one seed with the same
 real size (base b + extra e and base b + e: nested subsets, the same images) are one measurement with one
 `cell_key`. What a simulated study has no such thing for is empty: metrics other than accuracy, compute time,
-artifact keys and sample-set diagnostics (NaN or empty); a closed-set generator is recorded as trained on its
+the classifier's artifact key and sample-set diagnostics (NaN or empty); a closed-set generator is recorded as trained on its
 base set (`gen_train_images` = n_base). Everything is drawn from `seed`: same arguments, same table. Never
 imports torch; costs milliseconds.
 """
@@ -99,6 +106,7 @@ def simulate_cells(
     curve: Callable[[np.ndarray], np.ndarray] = DEFAULT_CURVE,  # true accuracy at n real images
     seed_sd: float = 0.0,  # sd of a seed's shift of logit accuracy (shared by its cells)
     cell_sd: float = 0.0,  # sd of each cell's own shift of logit accuracy (training noise)
+    generator_sd: float = 0.0,  # sd of a generator's effect on log of its gain (n_eff - n_base), shared by its cells
     fail_rate: float = 0.0,  # probability that a cell failed
     dataset: str = "simulated",
     classifier: str = "simulated",
@@ -110,13 +118,20 @@ def simulate_cells(
     if len(set(names)) != len(names) or {"real-only", "real-extra"} & set(names):
         raise ValueError(f"arm names must be distinct and not real-only/real-extra, got {names}")
     rng = np.random.default_rng(seed)
+    gen_rng = np.random.default_rng([seed, 1])  # its own stream: tables without generator effects are unchanged
     seed_shift = dict(zip(seeds, rng.normal(0.0, seed_sd, len(seeds)), strict=True))
-    rows, measured = [], {}
+    rows, measured, generators = [], {}, {}
     for cell, arm in _cells(arms, bases, extras, volumes, seeds):
         n_base, n_extra, n_syn = (
             v * n_classes for v in (cell.base_per_class, cell.extra_per_class, cell.volume_per_class)
         )
-        n = n_base + n_extra if arm is None else float(arm.n_eff(n_base, n_syn, n_classes))
+        gen = None if arm is None else generator_name(arm, cell.seed, cell.base_per_class)
+        if gen is not None and gen not in generators:
+            generators[gen] = float(np.exp(gen_rng.normal(0.0, generator_sd))) if generator_sd > 0 else 1.0
+        if arm is None:
+            n = n_base + n_extra
+        else:
+            n = n_base + generators[gen] * (float(arm.n_eff(n_base, n_syn, n_classes)) - n_base)
         if not n > 0:
             raise ValueError(f"arm {arm.name!r} plants n_eff = {n:g} <= 0 at base {n_base}, n_syn {n_syn}: raise beta")
         key = f"real{n_base + n_extra}-s{cell.seed}" if arm is None else cell.label
@@ -131,9 +146,15 @@ def simulate_cells(
             "test_acc": np.nan if failed else acc, "test_bacc": np.nan if failed else acc,
             "n_test": None if failed else n_test, "status": "failed" if failed else "done",
             "error": "RuntimeError: simulated failure" if failed else "", "n_classes": n_classes, "cell_key": key,
-            **_arm_columns(arm, dataset, n_base),
+            "generator_key": gen, "samples_key": gen, **_arm_columns(arm, dataset, n_base),
         })  # fmt: skip
     return conform(pd.DataFrame(rows))
+
+
+def generator_name(arm: PlantedArm, seed: int, base_per_class: int) -> str:
+    """The simulated generator (and sample set) of an arm's cell: per seed and base for a closed-set arm, per seed
+    for an open-set one (trained on the pool, shared by every base size)."""
+    return f"sim-{arm.name}-s{seed}" + (f"-b{base_per_class}" if arm.kind == "closed" else "")
 
 
 def _arm_columns(arm: PlantedArm | None, dataset: str, n_base: int) -> dict:
