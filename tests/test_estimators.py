@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from study.analysis.estimators import (
+    gain_diagnostics,
     newcombe_difference,
     paired_gains,
     spearman,
@@ -72,6 +73,24 @@ def test_spearman_with_its_fisher_z_interval():
         and np.isnan(table.loc["b", "rho"])
         and table.loc["all arms", "n"] == 13
     )
+
+
+def test_diagnostic_correlations_count_each_sample_set_once():
+    """Two arms sharing their sample sets (two mixing policies of one generator) and an open-set arm whose one set
+    per seed serves three bases: 3 + 3 distinct sets, not 2 x 3 + 3 x 3 = 15 points."""
+    rows = []
+    for seed in range(3):
+        for arm, kind in (("closed", "closed"), ("closed-30", "closed")):
+            rows.append({"arm": arm, "arm_kind": kind, "seed": seed, "base_per_class": 10, "cond_acc": 0.9 + seed / 100,
+                         "gain": 0.01 * seed, "samples_key": f"c{seed}"})  # fmt: skip
+        for base in (5, 10, 20):
+            rows.append({"arm": "open", "arm_kind": "open", "seed": seed, "base_per_class": base,
+                         "cond_acc": 0.95 + seed / 100, "gain": 0.02 * seed + 0.001 * base, "samples_key": f"o{seed}"})  # fmt: skip
+    points = gain_diagnostics(pd.DataFrame(rows))
+    assert len(points) == 9 and points.groupby("arm").size().to_dict() == {"closed": 3, "closed-30": 3, "open": 3}
+    assert points.set_index(["arm", "samples_key"]).loc[("open", "o1"), "n_cells"] == 3
+    table = spearman_by_arm(points, 0.9).set_index("arm")
+    assert table.loc["all arms", "n"] == 6  # c0-c2 once each, o0-o2
 
 
 def test_the_generator_bench_uses_these_intervals():

@@ -117,23 +117,33 @@ def paired_gains(done: pd.DataFrame, level: float) -> tuple[pd.DataFrame, pd.Dat
 
 
 def gain_diagnostics(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """One point per (arm, sample set): its cond_acc and the mean gain of the cells trained on it (per-seed gains
-    of `paired_gains`). The volumes of one arm, base and seed share a sample set (and so one diagnostic value)."""
-    cols = ["arm", "base_per_class", "seed", "diagnostic", "gain", "n_cells"]
+    """One point per (arm, sample set): its cond_acc and the mean gain of the arm's cells trained on it (per-seed
+    gains of `paired_gains`: its volumes, and for an open-set arm every base it serves). `samples_key` names the set
+    (older tables without it: one set per arm, base and seed); `base_per_class` is the smallest base it serves."""
+    cols = ["arm", "samples_key", "base_per_class", "seed", "diagnostic", "gain", "n_cells"]
     if "cond_acc" not in per_seed:
         return pd.DataFrame(columns=cols)
-    pts = per_seed[per_seed["arm_kind"].isin(["closed", "open"]) & per_seed["cond_acc"].notna()]
-    keys = ["arm", "base_per_class", "seed", "samples_key" if "samples_key" in pts else "cond_acc"]
-    out = pts.groupby(keys, dropna=False).agg(diagnostic=("cond_acc", "first"), gain=("gain", "mean"),
-                                             n_cells=("gain", "size")).reset_index()  # fmt: skip
+    pts = per_seed[per_seed["arm_kind"].isin(["closed", "open"]) & per_seed["cond_acc"].notna()].copy()
+    if "samples_key" not in pts or pts["samples_key"].isna().any():
+        pts["samples_key"] = (
+            pts["arm"].astype(str) + "/b" + pts["base_per_class"].astype(str) + "/s" + pts["seed"].astype(str)
+        )
+    out = pts.groupby(["arm", "samples_key"], dropna=False).agg(
+        base_per_class=("base_per_class", "min"), seed=("seed", "first"), diagnostic=("cond_acc", "first"),
+        gain=("gain", "mean"), n_cells=("gain", "size")).reset_index()  # fmt: skip
     return out[cols]
 
 
 def spearman_by_arm(points: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Spearman's rho of diagnostic and gain per arm (and over all arms when there are several): arm, n, rho,
-    lo, hi (NaN with too few distinct points)."""
+    """Spearman's rho of diagnostic and gain per arm and, with several arms, over all of them with one point per
+    distinct sample set (arms that share a set, e.g. two mixing policies of one generator, average their gains on
+    it): arm, n, rho, lo, hi (NaN with too few distinct points)."""
     groups = list(points.groupby("arm", sort=False))
-    groups += [("all arms", points)] if points["arm"].nunique() > 1 else []
+    if points["arm"].nunique() > 1:
+        key = "samples_key" if "samples_key" in points else None
+        pooled = points if key is None else points.groupby(key, as_index=False).agg(
+            diagnostic=("diagnostic", "first"), gain=("gain", "mean"))  # fmt: skip
+        groups.append(("all arms", pooled))
     rows = []
     for arm, g in groups:
         rho = spearman(g["diagnostic"], g["gain"], level) or (np.nan, np.nan, np.nan)
