@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from study.analysis.cells import Group, check_cells
+from study.analysis.curve import fit_curve
 from study.analysis.equivalence import (
     REQUIRED_COLUMNS,
     EquivalenceError,
@@ -21,6 +24,7 @@ from study.analysis.equivalence import (
     verdict_of,
     write_tables,
 )
+from study.analysis.exchange import arm_phis, equivalence_rows
 from study.analysis.simulate import PlantedArm, simulate_cells
 from study.table import COLUMNS
 
@@ -66,27 +70,39 @@ def test_simulator_rejects_impossible_truths():
 # --- statistical checks ------------------------------------------------------------------------------
 
 
+def _group_rows(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-(arm, base, volume) and per-cell exchange rates alone (no joint model: it has its own tests)."""
+    table, _ = check_cells(cells)
+    g = Group("simulated", "simulated", table, 0.9)
+    g = replace(g, curve=fit_curve(g.real_measurements, floor=g.chance))
+    return equivalence_rows(g, arm_phis(g))
+
+
 @pytest.mark.slow
 def test_intervals_cover_the_planted_beta_at_close_to_the_nominal_rate():
-    """Over 50 simulated studies (3 seeds, seed-to-seed noise on top of the binomial test noise), the 90%
-    intervals for beta per group (delta method), per cell, and per arm (joint model, likelihood ratio) cover
-    the planted beta 80-97% of the time, and the estimates are centred on it."""
+    """Over 40 simulated studies (3 seeds, seed-to-seed noise on top of the binomial test noise), the 90%
+    intervals for beta per group (delta method) and per cell cover the planted beta 80-97% of the time. (The
+    joint model's per-arm intervals: tests/test_intervals.py and python -m study.analysis.coverage.)"""
     truth = {"gain": 0.4, "harm": -0.1}
-    group_cover, cell_cover, joint_cover, joint_beta = [], [], [], []
-    for sim in range(50):
-        cells = simulate_cells([GAIN, HARM], cell_sd=0.1, seed=1000 + sim)
-        eq = analyse(cells, n_boot=0, by_base=False)
-        e, f, c = eq.equivalence, eq.fit, eq.per_cell
+    group_cover, cell_cover = [], []
+    for sim in range(40):
+        e, c = _group_rows(simulate_cells([GAIN, HARM], cell_sd=0.1, seed=1000 + sim))
         group_cover.append(covered(e["beta_lo"], e["beta_hi"], e["arm"].map(truth)))
         cell_cover.append(covered(c["beta_lo"], c["beta_hi"], c["arm"].map(truth)))
-        joint_cover.append(covered(f["beta_lo"], f["beta_hi"], f["arm"].map(truth)))
-        joint_beta.append(f.set_index("arm")["beta"])
-    for name, cover in (("group", group_cover), ("cell", cell_cover), ("joint", joint_cover)):
+    for name, cover in (("group", group_cover), ("cell", cell_cover)):
         rate = np.concatenate(cover).mean()
         assert 0.80 <= rate <= 0.97, f"{name} intervals cover {rate:.1%} of the time, nominal 90%"
-    median = pd.DataFrame(joint_beta).median()
-    assert median["gain"] == pytest.approx(0.4, rel=0.1)
-    assert median["harm"] == pytest.approx(-0.1, rel=0.1)
+
+
+@pytest.mark.slow
+def test_joint_model_estimates_are_centred_on_the_planted_beta():
+    """The median of 10 joint-model estimates lies within 3 Monte-Carlo standard errors of the planted beta (the
+    SE of a median: 1.25 sd / sqrt(n))."""
+    betas = pd.DataFrame([analyse(simulate_cells([GAIN, HARM], cell_sd=0.1, seed=1000 + sim), n_boot=0,
+                                  by_base=False).fit.set_index("arm")["beta"] for sim in range(10)])  # fmt: skip
+    for arm, truth in (("gain", 0.4), ("harm", -0.1)):
+        se = 1.25 * betas[arm].std() / np.sqrt(len(betas))
+        assert abs(betas[arm].median() - truth) < 3 * se, (arm, betas[arm].tolist())
 
 
 def test_delta_method_agrees_with_the_bootstrap():
@@ -134,55 +150,64 @@ def test_verdict_and_k_rules():
 
 def test_closed_form_recovers_planted_c2():
     """The paper's form planted with c1 = 1.01, c2 = 2.5, K = 10 classes; the curve is kept mid-range so that
-    accuracies still move with added data."""
+    accuracies still move with added data. Fitted by binomial likelihood on every cell, profile intervals."""
     curve = functools.partial(logit_log, a=-3.0, b=0.6)
     arm = PlantedArm("paper", c1=1.01, c2=2.5)
     c2, c2_cover, c1_cover = [], [], []
-    for sim in range(4):
-        cells = simulate_cells([arm], bases=(20, 40, 80), extras=(10, 20, 40), volumes=(4, 8, 16, 32, 64, 128, 256),
+    for sim in range(3):
+        cells = simulate_cells([arm], bases=(20, 40, 80), extras=(10, 20, 40), volumes=(4, 16, 64, 256),
                                n_test=10000, curve=curve, seed=sim)  # fmt: skip
-        eq = analyse(cells, n_boot=100, by_base=False, seed=sim)
+        eq = analyse(cells, n_boot=0, by_base=False, seed=sim)
         f = eq.fit.iloc[0]
-        assert f["closed_form_interval"] == "bootstrap" and f["closed_form_points"] == 9 and f["K"] == 10
-        assert np.isnan(f["K_lo"]) and np.isnan(f["c2_published"])
+        assert f["closed_form_interval"].startswith("profile likelihood") and f["K"] == 10
+        assert f["closed_form_points"] > 0 and np.isnan(f["K_lo"]) and np.isnan(f["c2_published"])
         c2.append(f["c2"])
         c2_cover.append(f["c2_lo"] <= 2.5 <= f["c2_hi"])
         c1_cover.append(f["c1_lo"] <= 1.01 <= f["c1_hi"])
     assert np.median(c2) == pytest.approx(2.5, rel=0.08)
-    assert sum(c2_cover) >= 3 and sum(c1_cover) >= 3
-    # The fitted curve passes through the points it was fitted on (up to their noise).
+    assert sum(c2_cover) >= 2 and sum(c1_cover) >= 2
+    # The fitted curve passes through the interpolated points of the figure (up to their noise).
     points = eq.closed_form[eq.closed_form["status"] == "ok"]
     fitted = [
         eq.closed_form_curve("paper", b, x)
         for b, x in zip(points["base_per_class"], points["n_real_plus"], strict=True)
     ]
     assert np.median(np.abs(np.log(np.array(fitted, float) / points["n_syn_star"].astype(float)))) < 0.25
-    # Without a bootstrap the intervals are Wald intervals from the least-squares fit.
-    assert analyse(cells, n_boot=0, by_base=False).fit.iloc[0]["closed_form_interval"] == "wald"
 
 
-def test_power_law_replaces_the_glm_when_the_glm_lacks_fit():
+def test_a_saturating_curve_is_chosen_by_aic_over_the_logit_log():
     curve = functools.partial(power_law, e_inf=0.1, amp=2.0, alpha=0.5)  # saturates at 90%: logit-log cannot
     cells = simulate_cells([GAIN], bases=(10, 20, 40, 80), extras=(20, 80, 320), volumes=(20, 80), n_test=5000,
                            curve=curve, seed=2)  # fmt: skip
     eq = analyse(cells, n_boot=0, by_base=False)
-    assert eq.curve.model == "power-law" and "lacks fit" in eq.curve.reason
+    assert eq.curve.model in ("power-law", "bounded-logit-log") and "lowest AIC" in eq.curve.reason
     good = eq.curve.goodness.set_index("model")
-    assert good.loc["glm-logit-log", "lof_p"] < 0.05 < good.loc["power-law", "lof_p"]
-    assert eq.curve.params["e_inf"] == pytest.approx(0.1, abs=0.02)
+    assert good.loc["glm-logit-log", "lof_p"] < 0.05 < good.loc[eq.curve.model, "lof_p"]
+    assert good.loc["glm-logit-log", "delta_qaic"] > 10 and good.loc[eq.curve.model, "delta_qaic"] == 0
+    assert eq.curve.acc(1e6) == pytest.approx(0.9, abs=0.02)  # the ceiling
     e = eq.equivalence
     assert covered(e["beta_lo"], e["beta_hi"], 0.4).mean() >= 0.75
+    f = eq.fit.iloc[0]
+    assert f["curve_model"] == eq.curve.model and f["beta_lo"] <= 0.4 <= f["beta_hi"]
 
 
 def test_curve_inverts_and_glm_is_kept_when_it_fits():
     eq = analyse(simulate_cells([GAIN], seed=1), n_boot=0, by_base=False)
     curve = eq.curve
-    assert curve.model == "glm-logit-log" and "no significant lack of fit" in curve.reason
+    assert curve.model == "glm-logit-log" and "lowest" in curve.reason
     assert curve.params["b"] == pytest.approx(0.7, abs=0.1) and curve.increasing
     n = np.array([50.0, 300.0, 2000.0])
     np.testing.assert_allclose(curve.n(curve.acc(n)), n, rtol=1e-9)
     assert curve.n_range == (100.0, 700.0)
-    assert {"deviance", "df", "pearson_chi2", "dispersion", "lof_F", "lof_p", "aic"} <= set(curve.goodness.columns)
+    assert {"deviance", "df", "pearson_chi2", "dispersion", "lof_F", "lof_p", "aic", "qaic"} <= set(curve.goodness)
+    assert set(curve.goodness["model"]) == {"glm-logit-log", "bounded-logit-log", "power-law"}
+    for model in ("bounded-logit-log", "power-law"):  # every family inverts
+        from study.analysis.curve import FAMILIES
+
+        theta = {"bounded-logit-log": [-3.0, 0.8, 0.95], "power-law": [0.05, 3.0, 0.6]}[model]
+        acc = FAMILIES[model].acc(n, *theta, floor=0.1)
+        back = np.exp(FAMILIES[model].log_n(np.log(acc / (1 - acc)), *theta, floor=0.1))
+        np.testing.assert_allclose(back, n, rtol=1e-7)
 
 
 # --- reduced analyses and bad tables -----------------------------------------------------------------
@@ -205,14 +230,16 @@ def test_linear_exchange_puts_c2_at_its_limit_and_says_so():
     volumes = (24, 25, 26, 49, 50, 51, 99, 100, 101)
     cells = simulate_cells([GAIN], bases=(20,), extras=(10, 20, 40), volumes=volumes, n_test=10**7)
     f = analyse(cells, n_boot=0, by_base=False).fit.iloc[0]
-    assert 1 < f["c2"] < 1.01 and np.isnan(f["c1"]) and "lower limit 1" in f["closed_form_reason"]
+    assert (
+        1 < f["c2"] < 1.02 and f["c2_lo"] <= 1.01 and np.isnan(f["c1"]) and "lower limit 1" in f["closed_form_reason"]
+    )
     assert f["beta"] == pytest.approx(0.4, rel=0.01)
 
 
-def test_no_real_extra_cells_leaves_out_the_closed_form_only():
+def test_no_real_extra_cells_fit_the_closed_form_on_the_curve_without_points():
     eq = analyse(simulate_cells([GAIN], extras=(), seed=0), n_boot=0, by_base=False)
     f = eq.fit.iloc[0]
-    assert np.isnan(f["c2"]) and "no real-extra cells" in f["closed_form_reason"]
+    assert f["closed_form_points"] == 0 and eq.closed_form.empty
     assert any("no real-extra cells" in note for note in eq.notes)
     assert eq.curve.n_range == (100.0, 400.0)  # the curve rests on the real-only cells of three bases
     assert (eq.equivalence["verdict"] == "gain").mean() > 0.5 and f["verdict"] == "gain"
@@ -322,7 +349,7 @@ def test_command_line_prints_tables_and_exits_2_on_bad_input(tmp_path, capsys):
     simulate_cells([GAIN, HARM], fail_rate=0.1, seed=0).to_csv(tmp_path / "cells.csv", index=False)
     assert main([str(tmp_path), "--n-boot", "20", "--write"]) == 0
     out = capsys.readouterr().out
-    assert "Real learning curve simulated/simulated: glm-logit-log" in out and "Failed cells" in out
+    assert "Real learning curve simulated/simulated: " in out and "Failed cells" in out
     assert "hurts" in out and (tmp_path / "equivalence_fit.csv").exists()
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "no cells table" in capsys.readouterr().err

@@ -1,17 +1,15 @@
 """Parametric bootstrap of one (dataset, classifier) group: each done cell is redrawn as a new seed and a new test
 sample would give it, a beta-binomial count about its group's pooled accuracy with its kind's dispersion phi
-(plain binomial when phi = 1); then the curve, every n_eff and beta, and every closed form are refitted, and
+(plain binomial when phi = 1); then the curve and every n_eff and beta per (arm, base, volume) are refitted, and
 percentile intervals taken.
 
-Cost: one curve refit per replicate plus one closed-form fit per arm and replicate (~4 s for 1000 replicates of a
-3-arm, 3-base, 2-volume, 3-seed table on 2 CPU cores). Never imports torch.
+Cost: one curve refit per replicate (~1 s for 1000 replicates of the logit-log GLM, ~5 s for a three-parameter
+curve, on one CPU core). Never imports torch.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,9 +17,6 @@ import pandas as pd
 from study.analysis.cells import GROUP_KEYS, REAL_KINDS, Group
 from study.analysis.curve import refit_curve
 from study.analysis.exchange import arm_dispersion, dispersion_within, phi_of, pooled_logit
-
-if TYPE_CHECKING:
-    from study.analysis.closed_form import ClosedForm
 
 
 def redraw(rng, p, phi, m, n_boot: int) -> np.ndarray:
@@ -65,10 +60,9 @@ def _draws(g: Group, phis: dict, n_boot: int, rng) -> np.ndarray:
     return draws
 
 
-def bootstrap(g: Group, eq: pd.DataFrame, closed_forms: Sequence[ClosedForm], phis: dict, n_boot: int, rng):
-    """Replicates of beta per synthetic group (n_boot, groups; None without synthetic groups) and of each closed
-    form's (ln c1, ln ln c2) (stored in `cf.reps`); also returns the curve's replicate params, to count failed
-    refits."""
+def bootstrap(g: Group, eq: pd.DataFrame, phis: dict, n_boot: int, rng):
+    """Replicates of beta per synthetic group (n_boot, groups; None without synthetic groups); also returns the
+    curve's replicate params, to count failed refits."""
     done = g.done
     is_real = done["arm_kind"].isin(REAL_KINDS).to_numpy()
     draws = _draws(g, phis, n_boot, rng)
@@ -89,12 +83,4 @@ def bootstrap(g: Group, eq: pd.DataFrame, closed_forms: Sequence[ClosedForm], ph
             beta = (np.exp(u) - eq["n_base"].to_numpy(float)) / eq["n_syn"].to_numpy(float)
         beta[:, mm == 0] = np.nan  # groups whose every seed failed
 
-    for cf in closed_forms:
-        if cf.theta is None:
-            continue
-        cf.reps = np.full((n_boot, 2), np.nan)
-        for b in range(n_boot):
-            fitted = cf.refit(draws[b], m)
-            if fitted is not None:
-                cf.reps[b] = fitted
     return beta, theta

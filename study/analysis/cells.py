@@ -165,6 +165,19 @@ def arm_mask(cells: pd.DataFrame, arm: pd.Series) -> np.ndarray:
     return (cells["arm_kind"].isin(SYNTHETIC_KINDS) & (cells[ARM_KEYS] == arm[ARM_KEYS]).all(axis=1)).to_numpy()
 
 
+def generator_of(cells: pd.DataFrame) -> pd.Series:
+    """The independent unit each synthetic cell's images came from: its sample set (`samples_key`: one per trained
+    generator and seed, whose smaller volumes are prefixes; a pretrained model's per-seed sample sets are its
+    independent draws), else its `generator_key`, else, for tables without keys, the runner's rule: one generator
+    per arm, seed and base for a closed-set arm, per arm and seed for an open-set one (shared by every base)."""
+    for col in ("samples_key", "generator_key"):
+        if col in cells and cells[col].notna().all() and (cells[col].astype(str) != "").all():
+            return cells[col].astype(str)
+    closed = cells["arm_kind"] == "closed"
+    rule = cells["arm"].astype(str) + "/s" + cells["seed"].astype(str)
+    return rule.where(~closed, rule + "/b" + cells["base_per_class"].astype(str))
+
+
 @dataclass(frozen=True, eq=False)
 class Group:
     """One (dataset, classifier) of a checked table: its cells, its real learning curve (None with the reason in
@@ -200,6 +213,12 @@ class Group:
     @cached_property
     def synthetic(self) -> pd.DataFrame:
         return self.done[self.done["arm_kind"].isin(SYNTHETIC_KINDS)]
+
+    @property
+    def chance(self) -> float:
+        """Chance accuracy 1 / classes: the floor of the bounded learning curve (0 when the class count is unknown)."""
+        k = self.cells["n_classes"].dropna()
+        return 1.0 / float(k.iloc[0]) if len(k) and k.iloc[0] > 0 else 0.0
 
     @property
     def z(self) -> float:

@@ -1,30 +1,36 @@
-"""The source paper's closed form (Wang et al. 2025; SCIENCE.md 1), per arm.
+"""The source paper's closed form (Wang et al. 2025; SCIENCE.md 1), per arm, fitted by binomial likelihood on every
+cell: the synthetic amount matching n_real+ added real images at a base of n_base,
 
-For each base and each real-extra size n_real+, n_syn* is the synthetic amount whose pooled accuracy matches the
+    n_syn / n_base = c1^(n_base / K) (c2^(n_real+ / n_base) - 1),   inverted:
+    n_eff = n_base + n_base ln(1 + n_syn / (n_base c1^(n_base/K))) / ln c2,
+
+sits inside the real learning curve, acc = acc_theta(n_eff), with the generator random effect of
+study.analysis.mixed (the generator multiplies its gain n_eff - n_base by exp(u_g)). (ln c1, ln ln c2) and the curve
+are fitted jointly on the real cells and the arm's synthetic cells, as study.analysis.simulate plants the form;
+intervals by profile likelihood. Only ln(c1)/K is identifiable, so K is fixed to the number of classes; with one
+base size, or c2 < 1.01 (almost linear in n_real+), c1 is not identifiable.
+
+For the figure only, each base's n_syn*(n_real+) points: the synthetic amount whose pooled accuracy matches the
 pooled real-extra accuracy, by monotone interpolation in log n_syn (isotonic fit of the arm's accuracies over
-volumes, then linear in log n_syn; no extrapolation). Then, by nonlinear least squares on the log scale,
-
-    log(n_syn* / n_base) = (n_base / K) ln c1 + ln(c2^(n_real+ / n_base) - 1).
-
-Only ln(c1)/K is identifiable, so K is fixed to the number of classes; with one base size, or c2 < 1.01 (almost
-linear in n_real+), c1 is not identifiable. Intervals: bootstrap percentiles (study.analysis.bootstrap) or Wald
-from the least-squares covariance. Costs milliseconds per fit; never imports torch.
+volumes, then linear in log n_syn; no extrapolation, so targets beyond the volumes are marked, not drawn). The fit
+does not use them. Costs ~1-2 s per arm (a fit and two profiles); never imports torch.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 from scipy.optimize import isotonic_regression
 
-from study.analysis.bootstrap import percentiles
-from study.analysis.cells import ARM_KEYS, CURVE_KEYS, Group, arm_mask, pool
+from study.analysis.cells import ARM_KEYS, CURVE_KEYS, Group, arm_mask, generator_of, pool
+from study.analysis.joint import interval_df
+from study.analysis.mixed import ClosedForm as CFGain
+from study.analysis.mixed import Data, Mixed, cutoff, unpooled_dispersion
 from study.analysis.published import PublishedMatch
 
+C2_NO_GAIN = 1e6  # beyond this ln c2 ~ 14: the gain n_base ln(...) / ln c2 is nil at any tested volume
 C2_LINEAR = 1.01  # below this c2^x - 1 is within 1% of linear for x <= 2: c1 is then not identifiable
 
 
@@ -94,126 +100,110 @@ class PointLayout:
         return self.frame.assign(target_acc=np.asarray(real_p)[self.target], n_syn_star=star, status=status)
 
 
-def fit_closed_form(n_base, n_real_plus, n_syn_star, n_classes: float, start=None):
-    """Least squares of log(n_syn*/n_base) on the closed form with K = n_classes: ((ln c1, ln ln c2), cov), or
-    None with fewer than 3 finite points or no convergence."""
-    nb, plus, star = (np.asarray(v, float) for v in (n_base, n_real_plus, n_syn_star))
-    ok = np.isfinite(star)
-    if ok.sum() < 3:
-        return None
-    nb, plus, z = nb[ok], plus[ok], np.log(star[ok] / nb[ok])
-    xdata = np.vstack([nb / n_classes, plus / nb])
-
-    def model(xd, ln_c1, lnln_c2):
-        return closed_form_log(xd[0], xd[1], ln_c1, lnln_c2)
-
-    if start is None:
-        # ln c1 enters linearly: profile it out over a grid of c2 to start near the global optimum.
-        lnln = np.log(np.log(np.geomspace(1.01, 1e3, 60)))[:, None]
-        shape = np.log(np.expm1(np.exp(lnln) * xdata[1]))
-        g = ((z - shape) @ xdata[0]) / (xdata[0] @ xdata[0])
-        sse = ((z - shape - g[:, None] * xdata[0]) ** 2).sum(axis=1)
-        start = (g[np.argmin(sse)], lnln[np.argmin(sse), 0])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            popt, pcov = optimize.curve_fit(model, xdata, z, p0=start, maxfev=5000)
-    except (RuntimeError, ValueError):
-        return None
-    return popt, pcov
-
-
 # --- one arm -----------------------------------------------------------------------------------------
 
 
 @dataclass
-class ClosedForm:
-    """One arm's closed-form fit: where its points come from, the fit, and bootstrap replicates."""
+class ClosedFormFit:
+    """One arm's closed-form fit: the figure's points, the fitted (ln c1, ln ln c2) and their intervals."""
 
     arm: pd.Series  # CURVE_KEYS + ARM_KEYS values
     n_classes: float
     reason: str = ""  # why there is no fit
-    layout: PointLayout | None = None
-    real_idx: np.ndarray | None = None  # per done cell of the group: its pooled real-extra row, or -1
-    syn_idx: np.ndarray | None = None  # per done cell: its pooled synthetic row of this arm, or -1
-    sizes: tuple[int, int] = (0, 0)  # pooled real-extra rows, pooled synthetic rows
     points: pd.DataFrame | None = None
     theta: np.ndarray | None = None  # (ln c1, ln ln c2)
-    cov: np.ndarray | None = None
-    reps: np.ndarray | None = None  # (n_boot, 2) bootstrap replicates of theta
+    lo: np.ndarray | None = None  # profile-interval ends of theta
+    hi: np.ndarray | None = None
+    generator_sd: float = np.nan
+    n_cells: int = 0
+    n_bases: int = 0  # base sizes of the arm's done cells
+    fitted: tuple | None = None  # (Mixed model, its optimum, log-likelihood), for the planner
 
     @property
     def key(self) -> tuple:
         return tuple(self.arm[CURVE_KEYS + ARM_KEYS])
 
-    def points_from(self, y, m) -> tuple[np.ndarray, np.ndarray]:
-        """n_syn* and status per point from correct counts y (one per done cell of the group)."""
-        real_p = _pooled_from(y, m, self.real_idx, self.sizes[0])
-        syn_p = _pooled_from(y, m, self.syn_idx, self.sizes[1])
-        return self.layout.points(real_p, syn_p)
 
-    def refit(self, y, m) -> np.ndarray | None:
-        """(ln c1, ln ln c2) refitted to new correct counts (a bootstrap replicate), started at the fit."""
-        star, _ = self.points_from(y, m)
-        frame = self.layout.frame
-        fitted = fit_closed_form(frame["n_base"], frame["n_real_plus"], star, self.n_classes, start=self.theta)
-        return None if fitted is None else fitted[0]
-
-
-def closed_form(g: Group, arm: pd.Series, n_classes: float) -> ClosedForm:
-    cf = ClosedForm(arm, n_classes)
+def closed_form(g: Group, arm: pd.Series, n_classes: float) -> ClosedFormFit:
+    cf = ClosedFormFit(arm, n_classes)
     extra, mine = (g.done["arm_kind"] == "real-extra").to_numpy(), arm_mask(g.done, arm)
-    if not extra.any():
-        cf.reason = "no real-extra cells: the closed form needs real images added to a base"
-        return cf
     if not mine.any():
         cf.reason = "no done synthetic cells"
         return cf
-    real_extra = pool(g.done[extra], ["base_per_class", "extra_per_class"])
-    synthetic = pool(g.done[mine], ["base_per_class", "volume_per_class"])
-    cf.layout = PointLayout.build(real_extra, synthetic)
-    cf.real_idx = _member_index(g.done, extra, ["base_per_class", "extra_per_class"], real_extra)
-    cf.syn_idx = _member_index(g.done, mine, ["base_per_class", "volume_per_class"], synthetic)
-    cf.sizes = (len(real_extra), len(synthetic))
-    cf.points = cf.layout.table(_p(real_extra), _p(synthetic))
-    fitted = fit_closed_form(cf.points["n_base"], cf.points["n_real_plus"], cf.points["n_syn_star"], n_classes)
-    if fitted is None:
-        ok = int((cf.points["status"] == "ok").sum())
-        cf.reason = (f"{ok} usable n_syn* point(s) of {len(cf.points)}: need >= 3 (the synthetic volumes must "
-                     "reach the real-extra accuracies at their base)")  # fmt: skip
-    else:
-        cf.theta, cf.cov = fitted
+    if extra.any():
+        real_extra = pool(g.done[extra], ["base_per_class", "extra_per_class"])
+        synthetic = pool(g.done[mine], ["base_per_class", "volume_per_class"])
+        cf.points = PointLayout.build(real_extra, synthetic).table(_p(real_extra), _p(synthetic))
+    if not g.usable_curve:
+        cf.reason = "no rising real learning curve: effective sizes are undefined"
+        return cf
+    if not np.isfinite(n_classes):
+        cf.reason = "the class count K is unknown"
+        return cf
+    cf.n_bases = int(g.done.loc[mine, "base_per_class"].nunique())
+    _fit(cf, g, g.done[mine])
     return cf
 
 
-def closed_form_columns(cf: ClosedForm, published: PublishedMatch | None, level: float, z: float) -> dict:
-    """c1, c2 and K with intervals from bootstrap replicates (or Wald), NaN where not fitted or identifiable;
-    the published c2 of the matched setting beside them."""
+def _fit(cf: ClosedFormFit, g: Group, syn: pd.DataFrame) -> None:
+    """The likelihood fit of (ln c1, ln ln c2) with the curve and tau, and profile intervals of both."""
+    real = g.real_measurements
+    data = Data.build(real, syn, generator_of(syn).to_numpy(), np.zeros(len(syn), int))
+    phi, df_phi = unpooled_dispersion(g.curve, Data.build(real, syn, generator_of(syn).to_numpy(),
+                                                          syn["base_per_class"]))  # fmt: skip
+    model = Mixed(g.curve, data, CFGain(cf.n_classes), phi=phi)
+    x, ll = model.fit()
+    k = len(g.curve.params)
+    if not np.isfinite(ll):
+        cf.reason = "the likelihood fit failed"
+        return
+    model.information(x)
+    ends = [model.profile(j, x, ll, cutoff(g.level, interval_df(model, j, x, df_phi)), t_max=20.0) for j in (k, k + 1)]
+    cf.theta = x[k : k + 2]
+    cf.lo, cf.hi = np.array([e[0] for e in ends]), np.array([e[1] for e in ends])
+    cf.generator_sd, cf.n_cells = float(x[-1]), data.n_cells
+    cf.fitted = (model, x, ll)
+
+
+def closed_form_columns(cf: ClosedFormFit, published: PublishedMatch | None) -> dict:
+    """c1, c2 and K with profile-likelihood intervals, NaN where not fitted or identifiable; the published c2 of the
+    matched setting beside them."""
     ok = cf.points is not None and (cf.points["status"] == "ok")
     out = {**cf.arm.to_dict(), "n_classes": cf.n_classes, "K": cf.n_classes, "K_lo": np.nan, "K_hi": np.nan,
            **_published_columns(published, cf.arm["arm_kind"]), "closed_form_reason": cf.reason,
-           "closed_form_points": int(ok.sum()) if cf.points is not None else 0, "closed_form_interval": "",
+           "closed_form_points": int(ok.sum()) if cf.points is not None else 0, "closed_form_cells": cf.n_cells,
+           "closed_form_interval": "", "closed_form_generator_sd": cf.generator_sd,
            **dict.fromkeys(("c1", "c1_lo", "c1_hi", "c2", "c2_lo", "c2_hi"), np.nan)}  # fmt: skip
     if cf.theta is None:
         return out
-    if cf.reps is not None and np.isfinite(cf.reps).all(axis=1).sum() >= 10:
-        lo, hi = percentiles(cf.reps, level)
-        out["closed_form_interval"] = "bootstrap"
-    else:
-        se = np.sqrt(np.diag(cf.cov))
-        lo, hi = cf.theta - z * se, cf.theta + z * se
-        out["closed_form_interval"] = "wald"
-    out["c2"], out["c2_lo"], out["c2_hi"] = np.exp(np.exp([cf.theta[1], lo[1], hi[1]]))
-    if out["c2"] < C2_LINEAR:
+    out["closed_form_interval"] = "profile likelihood, random effect per generator"
+    with np.errstate(over="ignore"):
+        out["c2"], out["c2_lo"], out["c2_hi"] = np.exp(np.exp([cf.theta[1], cf.lo[1], cf.hi[1]]))
+    if out["c2"] > C2_NO_GAIN:
+        out["closed_form_reason"] = ("c2 runs off with no upper bound: the arm shows no measurable gain, so no "
+                                     "synthetic amount is known to match added real images, and c1 is not "
+                                     "identifiable")  # fmt: skip
+        return out
+    at_one = out["c2_lo"] <= 1.0 + 1e-6
+    linear = ("c2 near its lower limit 1: n_syn is almost linear in n_real+ (beta gives the rate), and c1 is not "
+              "identifiable")  # fmt: skip
+    if out["c2"] < C2_LINEAR or (at_one and not np.isfinite(out["c2_hi"])):
         # c2^x - 1 -> x ln c2 as c2 -> 1: a straight line whose slope c1^(n_base/K) ln c2 the data fix, while
         # c1 runs off to make up for ln c2 -> 0.
-        out["closed_form_reason"] = ("c2 near its lower limit 1: n_syn* is almost linear in n_real+ (beta gives "
-                                     "the rate), and c1 is not identifiable")  # fmt: skip
+        out["closed_form_reason"] = linear
         return out
-    if cf.points.loc[ok, "base_per_class"].nunique() < 2:
+    if cf.n_bases < 2:
+        # With one base, c1^(n_base/K) is a free scale that trades off against c2 (which is why c2's lower end
+        # may reach 1): c2 is reported with that interval, c1 is not.
         out["closed_form_reason"] = "single base size: c1 (how the synthetic need grows with the base) not identifiable"
-    else:
-        out["c1"], out["c1_lo"], out["c1_hi"] = np.exp([cf.theta[0], lo[0], hi[0]])
+        return out
+    if at_one:
+        out["closed_form_reason"] = linear
+        return out
+    if not np.isfinite(out["c2_hi"]):
+        out["closed_form_reason"] = "c2 has no upper bound in these data, so c1 is not identifiable"
+        return out
+    out["c1"], out["c1_lo"], out["c1_hi"] = np.exp([cf.theta[0], cf.lo[0], cf.hi[0]])
     return out
 
 
@@ -235,17 +225,3 @@ def closed_form_curve(params: tuple[float, float, float], base: int, n_real_plus
 
 def _p(pooled: pd.DataFrame) -> np.ndarray:
     return (pooled["correct"] / pooled["n_test"]).to_numpy(float)
-
-
-def _member_index(done: pd.DataFrame, mask, keys: list[str], pooled: pd.DataFrame) -> np.ndarray:
-    """For each done cell, the row of `pooled` it belongs to (-1 outside `mask`)."""
-    idx = np.full(len(done), -1)
-    if mask.any():
-        idx[mask] = pooled.set_index(keys).index.get_indexer(pd.MultiIndex.from_frame(done.loc[mask, keys]))
-    return idx
-
-
-def _pooled_from(y, m, idx, size) -> np.ndarray:
-    inside = idx >= 0
-    with np.errstate(invalid="ignore"):
-        return np.bincount(idx[inside], y[inside], minlength=size) / np.bincount(idx[inside], m[inside], minlength=size)

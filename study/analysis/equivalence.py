@@ -17,15 +17,15 @@ and n_syn synthetic training images (totals over classes). Failed cells are list
 `n_failed`, and left out of every fit.
 
 1. Real learning curve, per (dataset, classifier), on the done real-only and real-extra cells of all seeds:
-       y ~ Binomial(n_test, p),   logit p = a + b log n                 (statsmodels GLM, logit link)
-   Goodness: deviance and Pearson chi2 on their df, dispersion phi = max(1, chi2/df) (seeds add variance beyond
-   the binomial test noise, so standard errors are quasi-binomial), and a lack-of-fit F test against one
-   mean per distinct n (the scatter of seeds at one n is the pure error):
-       F = [(D - D_sat) / (df - df_sat)] / [D_sat / df_sat].
-   With >= 4 distinct sizes the saturating power law in error is fitted beside it,
-       1 - p = e_inf + A n^-alpha                       (scipy curve_fit, weights 1/Var p, bounded params)
-   and is used instead when the GLM's lack of fit is significant (p < 0.05) and the power law's is smaller.
-   `Curve.model` and `Curve.reason` say which model was used and why; `Curve.goodness` has both rows.
+   every family of study.analysis.curve is fitted by binomial maximum likelihood,
+       glm-logit-log       logit p = a + b log n                        (statsmodels GLM, logit link)
+       bounded-logit-log   p = 1/K + (c - 1/K) expit(a + b log n)       (chance floor 1/K, fitted ceiling c <= 1)
+       power-law           1 - p = e_inf + A n^-alpha
+   (the three-parameter ones with >= 4 distinct sizes), and the one with the lowest AIC is used (QAIC with the
+   seed scatter at equal n as its dispersion: Burnham & Anderson 2002, 6.5), not a pre-test. Goodness: deviance
+   and Pearson chi2 on their df, dispersion phi = max(1, chi2/df), a lack-of-fit F test against one mean per
+   distinct n, F = [(D - D_sat) / (df - df_sat)] / [D_sat / df_sat], AIC, QAIC and delta_qaic per model.
+   `Curve.model` and `Curve.reason` say which model was used and why; `Curve.goodness` has every row.
 
 2. Effective real size and exchange rate, per synthetic group g = (arm, base, volume), pooling its seeds:
        p_g = sum y / sum n_test,   n_eff = acc^-1(p_g),   beta = (n_eff - n_base) / n_syn,   k = 1 / beta.
@@ -43,42 +43,52 @@ and n_syn synthetic training images (totals over classes). Failed cells are list
    k_lo = 1/beta_hi still bounds it from below). "not estimable", with a `reason`, where nothing can be
    estimated (every seed failed, no usable real curve). `extrapolated` flags n_eff outside the real sizes.
 
-3. Joint model per arm, on the real cells and the arm's synthetic cells (per base size in `fit_by_base`):
-       logit p = a + b log(n + beta n_syn)
-   beta by profile likelihood: a statsmodels GLM in (a, b) at each beta (any beta > -min n/n_syn, so
-   negative values are allowed), maximised by a grid and Brent's method; the interval is the
-   likelihood-ratio set {beta : [D(beta) - D(beta_hat)] / phi <= q} with q = chi2_1(level), or
-   F(1, N-3)(level) when the dispersion phi = Pearson chi2 / (N - 3) exceeds 1. An upper end beyond
-   beta = 1000 is reported as inf. Verdict and k as in 2.
+3. Joint model per arm, on the real cells and the arm's synthetic cells (study.analysis.joint, .mixed):
+       acc = f(n_base + (beta + u_g) n_syn),   u_g ~ Normal(0, tau^2) per generator g
+   with f the real curve's family (its params refitted jointly) and u_g the quality of the generator (and its
+   sample set) a cell was trained on: cells of one generator are not independent given the curve (a closed-set
+   arm has one generator per seed and base, its volumes prefixes of one sample set; an open-set arm one per
+   seed, shared by every base). u_g is integrated out by adaptive Gauss-Hermite quadrature; tau = 0 is the
+   earlier fixed-effect model exactly. Cells are overdispersed beyond their test set (classifier noise): the
+   log-likelihood is divided by phi = max(1, Pearson chi2 / df) of an unpooled fit with one rate per
+   (generator, base). beta's interval is the profile-likelihood set {beta : 2 [l_hat - l_p(beta)] <= q},
+   q = F(1, nu)(level) with Satterthwaite's nu for a variance with a part from few generators (chi2_1 when
+   phi = 1 and tau = 0). Chosen by measured coverage (python -m study.analysis.coverage, reports/coverage.md).
+   Columns: `n_generators`, `few_generators` (< 5: the interval rests on very few draws), `generator_sd`
+   (tau), `interval_df`, `interval_method`, `curve_model`. The same model with one rate per base size
+   (`fit_by_base`, sharing the curve and tau) and one per volume give likelihood-ratio heterogeneity tests
+   (`heterogeneity_base_*`, `heterogeneity_volume_*`: chi2, df, p). An upper end beyond beta = 1000 is reported
+   as inf. Verdict and k as in 2 (with "no measurable gain", k_lo = 1/beta_hi bounds k from below).
 
-4. The paper's closed form (SCIENCE.md 1). For each base and each real-extra size n_real+, n_syn* is the
-   synthetic amount whose pooled accuracy matches the pooled real-extra accuracy, by monotone
-   interpolation in log n_syn (isotonic fit of the arm's accuracies over volumes, then linear in
-   log n_syn; no extrapolation: targets outside the volumes' range are kept in `closed_form` with their
-   status and left out of the fit). Then, by nonlinear least squares on the log scale,
-       log(n_syn* / n_base) = (n_base / K) ln c1 + ln(c2^(n_real+ / n_base) - 1).
-   Only ln(c1)/K is identifiable, so K is fixed to the number of classes (the paper's reading) and has no
-   interval; with a single base size c1 (how the synthetic need grows with the base) is not identifiable
-   and only c2 is reported; nor is it when c2 < 1.01, where the points are almost linear in n_real+ (a
-   constant exchange rate) and c1 runs off to make up for ln c2 -> 0. Intervals: bootstrap percentiles (Wald
-   from the least-squares covariance when n_boot = 0). `c2_published` is the paper's value for the same
-   setting and generator kind, if any (`published`, `published_generator`; the setting is the grid's
-   `analysis.published`, else the dataset column: study.analysis.published). Linear interpolation in log n_syn
-   bends the points slightly, so use volumes no more than ~2x apart.
+4. The paper's closed form (SCIENCE.md 1, study.analysis.closed_form): n_syn matching n_real+ added real images
+   at a base of n_base is n_base c1^(n_base/K) (c2^(n_real+ / n_base) - 1); inverted, it is an effective size
+   n_eff = n_base + n_base ln(1 + n_syn / (n_base c1^(n_base/K))) / ln c2 inside the real curve, fitted with it by
+   binomial likelihood on every cell (real cells and the arm's synthetic cells), a generator effect scaling the
+   gain, profile-likelihood intervals. Only ln(c1)/K is identifiable, so K is fixed to the number of classes
+   (the paper's reading) and has no interval; with a single base size c1 is not reported; nor when c2 is near 1
+   (almost linear in n_real+: a constant exchange rate) or has no upper bound (no measurable gain). The figure's
+   n_syn*(n_real+) points (monotone interpolation of pooled accuracies in log n_syn, no extrapolation) are for
+   the eye only. `c2_published` is the paper's value for the same setting and generator kind, if any
+   (`published`, `published_generator`; the setting is the grid's `analysis.published`, else the dataset
+   column: study.analysis.published).
+
+5. The fitted surfaces (study.analysis.surface): per arm, one rate, a rate per base and the closed form, the
+   one with the lowest QAIC answers the planner's queries (`Equivalence.surface(arm)`, `python -m study.advise`).
 
 Bootstrap (n_boot replicates from `seed`): each done cell is redrawn as a new seed and a new test sample
 would give it, a beta-binomial count about its group's pooled accuracy with its arm's dispersion phi
-(plain binomial when phi = 1); then the curve, every n_eff and beta, and the closed form are refitted and
-percentile intervals taken.
+(plain binomial when phi = 1); then the curve and every n_eff and beta are refitted and percentile intervals
+taken.
 
-Caveat, both intervals: cells of one seed share a base set, and both the delta method and the bootstrap treat
-them as independent. When a seed shifts every arm alike, the shift cancels in beta and the intervals are
+Caveat, the per-group intervals of 2 and the bootstrap: cells of one seed share a base set (and a generator), and
+both the delta method and the bootstrap treat them as independent. When a seed shifts every arm alike, the shift cancels in beta and the intervals are
 conservative (simulated with a shared seed effect of sd 0.15 logits: 90% intervals covered 96-99%); with
-independent noise only, they cover close to nominal (tests/test_equivalence.py checks 80-97% over 50 studies).
+independent noise only, they cover close to nominal (tests/test_equivalence.py checks 80-97% over 40 studies). The joint model of 3
+allows for the shared generator.
 
 Where each part lives: the table's checks and groups in study.analysis.cells; 1 in .curve (the curve families'
-registry `FAMILIES`); 2 in .exchange; 3 in .joint; 4 in .closed_form and .published; the bootstrap in
-.bootstrap. This module runs them per (dataset, classifier) (`analyse`) and holds the command line.
+registry `FAMILIES`); 2 in .exchange; 3 in .joint and .mixed; 4 in .closed_form and .published; 5 in .surface;
+the bootstrap in .bootstrap. This module runs them per (dataset, classifier) (`analyse`) and holds the command line.
 """
 
 from __future__ import annotations
@@ -99,6 +109,7 @@ from study.analysis.cells import (
     REQUIRED_COLUMNS,
     EquivalenceError,
     Group,
+    arm_mask,
     arms_of,
     check_cells,
     status_counts,
@@ -106,13 +117,14 @@ from study.analysis.cells import (
 from study.analysis.closed_form import closed_form, closed_form_columns, closed_form_curve
 from study.analysis.curve import FAMILIES, Curve, fit_curve, logit_log, power_law
 from study.analysis.exchange import VERDICTS, arm_phis, equivalence_rows, k_of, verdict_of, with_verdict
-from study.analysis.joint import BETA_MAX, fit_joint, joint_rows
+from study.analysis.joint import BETA_MAX, fit_arm, joint_rows
 from study.analysis.published import PublishedMatch, grid_setting, match_published
+from study.analysis.surface import ArmSurface, arm_surface
 from study.store import atomic_write_text, read_json
 
 __all__ = [  # the analysis' public names, wherever they live
     "BETA_MAX", "FAMILIES", "REQUIRED_COLUMNS", "VERDICTS", "Curve", "Equivalence", "EquivalenceError", "analyse",
-    "fit_curve", "fit_joint", "k_of", "logit_log", "main", "power_law", "verdict_of", "write_tables",
+    "fit_arm", "fit_curve", "k_of", "logit_log", "main", "power_law", "verdict_of", "write_tables",
 ]  # fmt: skip
 
 FIT_COLUMNS = [
@@ -150,6 +162,15 @@ class Equivalence:
     level: float = 0.9
     n_boot: int = 0
     published: dict[str, PublishedMatch] = field(default_factory=dict)  # dataset -> the published setting matched
+    surfaces: dict[tuple, ArmSurface] = field(default_factory=dict)  # arm key -> its fitted surfaces (the planner)
+
+    def surface(self, arm: str) -> ArmSurface:
+        """The fitted surfaces of the arm named `arm` (study.analysis.surface): the planner's queries."""
+        found = [s for key, s in self.surfaces.items() if s.arm == arm]
+        if len(found) != 1:
+            known = sorted({s.arm for s in self.surfaces.values()})
+            raise ValueError(f"arm {arm!r} matches {len(found)} fitted surfaces (arms with one: {known})")
+        return found[0]
 
     @property
     def curve(self) -> Curve | None:
@@ -188,20 +209,22 @@ class GroupResult:
     closed_form: pd.DataFrame
     closed_form_params: dict[tuple, tuple[float, float, float]]
     notes: list[str]
+    surfaces: dict[tuple, ArmSurface] = field(default_factory=dict)
 
 
 def _with_curve(g: Group) -> tuple[Group, list[str]]:
     """The group with its real learning curve fitted (or the reason there is none), and the caveats so far."""
     notes = []
     try:
-        g = replace(g, curve=fit_curve(g.real_measurements, g.dataset, g.classifier))
+        g = replace(g, curve=fit_curve(g.real_measurements, g.dataset, g.classifier, floor=g.chance))
     except EquivalenceError as exc:
         g = replace(g, curve_problem=str(exc))
         notes.append(f"{g.where}: {exc}")
     if g.curve is not None and not g.curve.increasing:
         notes.append(f"{g.where}: the real learning curve does not rise with n (b = {g.curve.params['b']:.3g})")
     if g.real[g.real["arm_kind"] == "real-extra"].empty and not g.real.empty:
-        notes.append(f"{g.where}: no real-extra cells: the closed form is not available")
+        notes.append(f"{g.where}: no real-extra cells: the closed form is fitted on the real curve alone, and there "
+                     "are no n_syn*(n_real+) points to draw")  # fmt: skip
     if g.done["base_per_class"].nunique() == 1:
         notes.append(f"{g.where}: single base size: the closed form's c1 is not identifiable")
     if g.done["seed"].nunique() == 1:
@@ -215,24 +238,16 @@ def analyse_group(g: Group, n_boot: int, rng, by_base: bool, published: Publishe
     phis = arm_phis(g)
     eq, per_cell = equivalence_rows(g, phis)
     arms = arms_of(g.cells)
-    fits, per_base = joint_rows(g, arms, by_base) if g.curve is not None else ([], [])
+    fits, per_base, arm_fits = joint_rows(g, arms, by_base) if g.curve is not None else ([], [], {})
     n_classes = float(g.cells["n_classes"].dropna().iloc[0]) if g.cells["n_classes"].notna().any() else np.nan
     closed_forms = [closed_form(g, arm, n_classes) for _, arm in arms.iterrows()]
 
     beta_reps = None
     if n_boot > 0 and g.usable_curve:
-        beta_reps, theta = bootstrap(g, eq, closed_forms, phis, n_boot, rng)
+        beta_reps, theta = bootstrap(g, eq, phis, n_boot, rng)
         failed = np.isnan(theta).any(axis=1).mean()
         if failed > 0.05:
             notes.append(f"{g.where}: {failed:.0%} of bootstrap curve refits failed; intervals use the rest")
-        for cf in closed_forms:
-            lost = 0.0 if cf.reps is None else np.isnan(cf.reps).any(axis=1).mean()
-            if lost > 0.05:
-                notes.append(f"{g.where}: arm {cf.arm['arm']}: {lost:.0%} of bootstrap closed-form fits had < 3 "
-                             "points or failed; its intervals use the rest")  # fmt: skip
-    if g.curve is not None and g.curve.model != "glm-logit-log" and fits:
-        notes.append(f"{g.where}: the joint model assumes the logit-log curve, which lacks fit here: prefer the "
-                     "per-group beta (power-law curve)")  # fmt: skip
     if any(cf.theta is not None for cf in closed_forms):
         notes.append(f"{g.where}: closed form: K is fixed to the class count ({n_classes:g}); only ln(c1)/K is "
                      "identifiable, so K has no interval")  # fmt: skip
@@ -240,7 +255,7 @@ def analyse_group(g: Group, n_boot: int, rng, by_base: bool, published: Publishe
         lo_hi = percentiles(beta_reps, g.level) if beta_reps is not None else (np.nan, np.nan)
         eq["beta_lo_boot"], eq["beta_hi_boot"] = lo_hi
 
-    closed = [closed_form_columns(cf, published, g.level, g.z) for cf in closed_forms]
+    closed = [closed_form_columns(cf, published) for cf in closed_forms]
     per_base = pd.DataFrame(per_base)
     points = [cf.points.assign(**cf.arm.to_dict()) for cf in closed_forms if cf.points is not None]
     return GroupResult(
@@ -248,8 +263,23 @@ def analyse_group(g: Group, n_boot: int, rng, by_base: bool, published: Publishe
         fit_by_base=with_verdict(per_base) if len(per_base) else per_base,
         closed_form=pd.concat(points, ignore_index=True) if points else pd.DataFrame(),
         closed_form_params={cf.key: (*cf.theta, cf.n_classes) for cf in closed_forms if cf.theta is not None},
-        notes=notes,
+        notes=notes, surfaces=_surfaces(g, arms, arm_fits, closed_forms),
     )  # fmt: skip
+
+
+def _surfaces(g: Group, arms: pd.DataFrame, arm_fits: dict, closed_forms) -> dict[tuple, ArmSurface]:
+    """Per arm with a joint fit: its fitted surfaces (study.analysis.surface), for the planner and the report."""
+    out = {}
+    # A closed form without an upper bound on c2 (no gain, or c1 and c2 traded off) is no surface to plan with.
+    closed = {cf.key: cf.fitted for cf in closed_forms if cf.hi is not None and np.isfinite(cf.hi[1])}
+    for _, arm in arms.iterrows():
+        key = tuple(arm[CURVE_KEYS + ARM_KEYS])
+        fitted = arm_fits.get(key)
+        if fitted is None or not fitted.models:
+            continue
+        cells = g.done[arm_mask(g.done, arm)]
+        out[key] = arm_surface(arm, fitted.models, closed.get(key), cells, g.curve, g.level)
+    return out
 
 
 def _fit_table(g: Group, arms: pd.DataFrame, fits: list[dict], closed: list[dict]) -> pd.DataFrame:
@@ -319,6 +349,7 @@ def analyse(
         fit_by_base=_frame([r.fit_by_base for r in results], [*CURVE_KEYS, *ARM_KEYS, "base_per_class"]),
         closed_form=_frame([r.closed_form for r in results], [*CURVE_KEYS, *ARM_KEYS]),
         closed_form_params={k: v for r in results for k, v in r.closed_form_params.items()},
+        surfaces={k: v for r in results for k, v in r.surfaces.items()},
         failed=_frame([failed[FAILED_COLUMNS]], FAILED_COLUMNS),
         notes=notes,
         level=level,

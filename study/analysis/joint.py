@@ -1,145 +1,182 @@
-"""The joint model per arm, on the real cells and the arm's synthetic cells (and per base size):
+"""The joint model per arm, on the real cells and the arm's synthetic cells, with a random effect per generator
+(study.analysis.mixed):
 
-    logit p = a + b log(n_real + beta n_syn)
+    acc = acc_theta(n_real + (beta + u_g) n_syn),     u_g ~ Normal(0, tau^2) per generator g
 
-beta by profile likelihood: a statsmodels binomial GLM in (a, b) at each beta (any beta > -min n_real/n_syn, so
-negative values are allowed), maximised by a grid and Brent's method; the interval is the likelihood-ratio set
-{beta : [D(beta) - D(beta_hat)] / phi <= q} with q = chi2_1(level), or F(1, N-3)(level) when the dispersion
-phi = Pearson chi2 / (N - 3) at the optimum exceeds 1. An upper end beyond beta = 1000 is reported as inf.
+acc_theta is the real learning curve's family as the real cells chose it (study.analysis.curve), its params fitted
+jointly. Per arm:
+- one rate beta over every base and volume (`fit`), with its profile-likelihood interval;
+- one rate per base size from one fit that shares the curve and tau (`fit_by_base`): a base's interval borrows
+  the other bases' generators to estimate tau;
+- heterogeneity: likelihood-ratio tests of the one rate against one per base and against one per volume
+  (`heterogeneity_base_p`, `heterogeneity_volume_p`), in the same model, so generator effects are not mistaken
+  for differences between bases. An open-set generator serves every base, so its bases are compared within it.
+An upper end beyond beta = 1000 is reported as inf; a lower end where some cell's effective size reaches 0, at
+that edge. Arms with fewer than FEW_GENERATORS independent generators are flagged: tau (and so the interval) rests
+on very few draws.
 
-    fit_joint(n_real, n_syn, correct, n_test, level=0.9)   # -> dict: beta, beta_lo, beta_hi, a, b, dispersion
-
-Costs ~50 GLM fits of a few dozen rows per call (~0.1 s); never imports torch.
+Costs ~1-3 s per arm (a fit per model, a profile per rate); never imports torch.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
-from study.analysis.cells import Group, arm_mask
-from study.analysis.curve import fit_glm
+from study.analysis.cells import ARM_KEYS, CURVE_KEYS, Group, arm_mask, generator_of
+from study.analysis.mixed import (
+    Data,
+    Linear,
+    Mixed,
+    cutoff,
+    generator_df,
+    lr_test,
+    satterthwaite_df,
+    unpooled_dispersion,
+)
 
 BETA_MAX = 1000.0  # upper ends beyond this many real images per synthetic image are reported as inf
+FEW_GENERATORS = 5  # below this many independent generators an arm's interval is flagged
+INTERVAL_METHOD = "profile likelihood, random effect per generator"
+LEVELS = {"base": "base_per_class", "volume": "volume_per_class"}
 
 
 def no_joint_fit(n_cells: int, reason: str) -> dict:
-    return {"beta": np.nan, "beta_lo": np.nan, "beta_hi": np.nan, "a": np.nan, "b": np.nan, "dispersion": np.nan,
-            "n_cells": n_cells, "reason": reason}  # fmt: skip
+    return {"beta": np.nan, "beta_lo": np.nan, "beta_hi": np.nan, "dispersion": np.nan, "n_cells": n_cells,
+            "reason": reason}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Profile:
-    """The joint model's data on the scale s = log(beta + r), where r = min n_real/n_syn over synthetic cells keeps
-    n_real + beta n_syn > 0 for every cell (the profile explodes at s -> -inf)."""
-
-    n_real: np.ndarray
-    n_syn: np.ndarray
-    y: np.ndarray
-    m: np.ndarray
-    r: float
-
-    def fit(self, s: float, start=None):
-        """The GLM in (a, b) at beta = exp(s) - r, or None where it fails."""
-        x = np.log(self.n_real + (np.exp(s) - self.r) * self.n_syn)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # far-off betas are meant to fit badly
-                res = fit_glm(x, self.y, self.m, start=start)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
-        return res if np.isfinite(res.deviance) else None
-
-    def deviance(self, s: float, start=None) -> float:
-        res = self.fit(s, start)
-        return np.inf if res is None else float(res.deviance)
-
-    def beta(self, s):
-        return np.exp(s) - self.r
+def _rate_interval(model: Mixed, j: int, lower: float, x_hat, ll_hat: float, q: float) -> tuple[float, float, str]:
+    """The profile interval of the rate at coordinate j (searched on log(beta - lower)), with ends at the search
+    edges reported as inf (upper, beyond BETA_MAX) or at the edge value (lower), and the reason."""
+    t_hat = float(np.log(max(x_hat[j] - lower, 1e-300)))
+    limit = max(np.log(BETA_MAX - lower) - t_hat, 14.0)
+    lo, hi = model.profile(j, x_hat, ll_hat, q, t_max=limit)
+    reason = ""
+    if np.isinf(hi) or hi > BETA_MAX:
+        hi, reason = np.inf, f"upper end beyond beta = {BETA_MAX:g}: reported as inf"
+    if np.isinf(lo):
+        lo, reason = lower, f"lower end at the edge beta = {lower:.4g}, where some cell's effective size reaches 0"
+    return float(lo), float(hi), reason
 
 
-def fit_joint(n_real, n_syn, y, m, level: float) -> dict:
-    """Profile likelihood over beta in logit p = a + b log(n_real + beta n_syn), with a likelihood-ratio interval.
+@dataclass(eq=False)
+class ArmFit:
+    """One arm's joint-model fits: its table rows, and each fitted model with its optimum and log-likelihood
+    (keys "one rate", "rate per base", "rate per volume"), for the planner (study.analysis.surface)."""
 
-    The grid's deviances are fitted from statsmodels' default start; the refinement (Brent's method and the
-    interval's ends) starts every fit from the best grid point's (a, b), so each deviance is a pure function of
-    beta; (a, b) and the dispersion are those of the fit at the optimum."""
-    n_real, n_syn, y, m = (np.asarray(v, float) for v in (n_real, n_syn, y, m))
-    syn = n_syn > 0
-    if not syn.any() or len(np.unique(n_real[~syn])) < 2 or len(y) <= 3:
-        return no_joint_fit(len(y), "needs done synthetic cells and real cells at >= 2 sizes")
-    profile = _Profile(n_real, n_syn, y, m, float(np.min(n_real[syn] / n_syn[syn])))
-    s_min, s_mid, s_max = np.log(profile.r) - 14.0, np.log(profile.r) - 3.0, np.log(profile.r + BETA_MAX)
-    grid = np.concatenate([np.linspace(s_min, s_mid, 3, endpoint=False), np.linspace(s_mid, s_max, 16)])
-    fits = [profile.fit(s) for s in grid]
-    dev = np.array([np.inf if f is None else float(f.deviance) for f in fits])
-    if not np.isfinite(dev).any():
-        return no_joint_fit(len(y), "the GLM failed at every beta")
-    i = int(np.nanargmin(dev))
-    start = fits[i].params
-
-    def deviance(s: float) -> float:
-        return profile.deviance(s, start)
-
-    lo_s, hi_s = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    s_hat = float(optimize.minimize_scalar(deviance, bounds=(lo_s, hi_s), method="bounded",
-                                           options={"xatol": 1e-4}).x)  # fmt: skip
-    best = profile.fit(s_hat, start)
-    if best is None:
-        return no_joint_fit(len(y), "the GLM failed at the profile's optimum")
-    if best.params[1] <= 0:  # accuracy does not rise with n: no amount of real data matches a gain
-        return no_joint_fit(
-            len(y), "the fitted real learning curve does not rise with n (b <= 0): beta is not identifiable"
-        )
-    df = len(y) - 3
-    phi = max(1.0, float(best.pearson_chi2) / df)
-    q = phi * (float(stats.f.ppf(level, 1, df)) if phi > 1.0 else float(stats.chi2.ppf(level, 1)))
-    d_hat = float(best.deviance)
-
-    def excess(s: float) -> float:  # > 0 outside the likelihood-ratio set
-        return deviance(s) - d_hat - q
-
-    s_lo, s_hi = _set_end(excess, grid, s_hat, -1), _set_end(excess, grid, s_hat, +1)
-    out = {"beta": profile.beta(s_hat), "beta_lo": profile.beta(s_lo), "beta_hi": profile.beta(s_hi),
-           "a": float(best.params[0]), "b": float(best.params[1]), "dispersion": phi, "n_cells": len(y),
-           "reason": ""}  # fmt: skip
-    if np.isinf(s_hi):
-        out["reason"] = f"upper end beyond beta = {BETA_MAX:g}: reported as inf"
-        if s_hat >= s_max - 1e-3:  # the likelihood still rises at the edge: no finite estimate
-            out["beta"] = np.inf
-    if np.isinf(s_lo):
-        out["reason"] = f"lower end at the edge beta = {-profile.r:.4g}, where some cell's effective size reaches 0"
-    return out
+    row: dict
+    per_base: list[dict] = field(default_factory=list)
+    models: dict[str, tuple[Mixed, np.ndarray, float]] = field(default_factory=dict)
 
 
-def _set_end(excess, grid: np.ndarray, s_hat: float, direction: int) -> float:
-    """One end of the set {s : excess(s) <= 0} around s_hat: walk the grid outward to the first point outside it,
-    then solve between; +-inf when the grid ends inside the set."""
-    inner = s_hat
-    for s in grid[grid < s_hat][::-1] if direction < 0 else grid[grid > s_hat]:
-        if excess(s) > 0:
-            return optimize.root_scalar(excess, bracket=sorted((s, inner)), method="toms748", xtol=1e-4).root
-        inner = s
-    return -np.inf if direction < 0 else np.inf
+def interval_df(model: Mixed, j: int, x_hat, df_phi: float) -> float:
+    """The df of coordinate j's likelihood-ratio cut-off: df_phi without a generator effect (tau = 0 or fixed),
+    else Satterthwaite's df for its generator and cell parts (study.analysis.mixed.satterthwaite_df)."""
+    if not model.random or x_hat[model.tau_index] < 1e-6:
+        return df_phi
+    fixed = Mixed(model.curve, model.data, model.gain, phi=model.phi, random=False)
+    x_fixed = np.array(x_hat, float)
+    x_fixed[model.tau_index] = 0.0
+    return satterthwaite_df(model.wald_var(j, x_hat), fixed.wald_var(j, x_fixed), generator_df(model.data), df_phi)
 
 
-def joint_rows(g: Group, arms: pd.DataFrame, by_base: bool) -> tuple[list[dict], list[dict]]:
-    """The joint model per arm, and (with `by_base`) per arm and base size."""
-    fits, per_base = [], []
+def fit_arm(
+    g: Group, real: pd.DataFrame, syn: pd.DataFrame, by_base: bool = True, *, random: bool = True, tests: bool = True
+) -> ArmFit:
+    """The joint model of one arm's done synthetic cells `syn` with the real cells `real`: the arm's row and (with
+    `by_base`) one row per base size. `random=False` fixes tau at 0 (cells independent given the curve: the model
+    before generator effects, kept for comparison); `tests=False` skips the heterogeneity fits (and, without
+    `by_base`, the per-base one)."""
+    n_cells = len(real) + len(syn)
+    curve = g.curve
+    reason = ("the real learning curve does not rise with n: beta is not identifiable"
+              if curve is None or not curve.increasing else
+              "needs done synthetic cells and real cells at >= 2 sizes"
+              if syn.empty or len(np.unique(real["n_real"])) < 2 else "")  # fmt: skip
+    if reason:
+        bases = sorted(syn["base_per_class"].unique()) if by_base else []
+        per_base = [{"base_per_class": b, "n_seeds": syn.loc[syn["base_per_class"] == b, "seed"].nunique(),
+                     **no_joint_fit(n_cells, reason)} for b in bases]  # fmt: skip
+        return ArmFit(no_joint_fit(n_cells, reason), per_base)
+    gens = generator_of(syn).to_numpy()
+    data = {name: Data.build(real, syn, gens, syn[col]) for name, col in LEVELS.items()}
+    data["one"] = Data.build(real, syn, gens, np.zeros(len(syn), int))
+    phi, df_phi = unpooled_dispersion(curve, data["base"])
+    k = len(curve.theta)
+
+    one = Mixed(curve, data["one"], Linear(1), phi=phi, random=random)
+    x_one, ll_one = one.fit()
+    one.information(x_one)
+    lower = Linear(1).lower(data["one"])[0]
+    df = interval_df(one, k, x_one, df_phi)
+    lo, hi, reason = _rate_interval(one, k, lower, x_one, ll_one, cutoff(g.level, df))
+    n_gen = len(data["one"].generators)
+    row = {"beta": float(x_one[k]), "beta_lo": lo, "beta_hi": hi, "interval_df": df, "dispersion": phi,
+           "dispersion_df": df_phi,
+           "n_cells": data["one"].n_cells, "reason": reason, "curve_model": curve.model, "n_generators": n_gen,
+           "generator_sd": float(x_one[-1]), "few_generators": n_gen < FEW_GENERATORS,
+           "interval_method": INTERVAL_METHOD,
+           **dict(zip(curve.family.params, map(float, curve.family.natural(x_one[:k], curve.floor)), strict=True))}  # fmt: skip
+
+    fits = {}
+    for name in LEVELS if tests else ("base",) if by_base else ():
+        d = data[name]
+        if len(d.levels) < 2:
+            row |= {
+                f"heterogeneity_{name}_chi2": np.nan,
+                f"heterogeneity_{name}_df": 0,
+                f"heterogeneity_{name}_p": np.nan,
+            }
+            continue
+        model = Mixed(curve, d, Linear(len(d.levels)), phi=phi, random=random)
+        start = np.concatenate([x_one[:k], np.full(len(d.levels), x_one[k]), x_one[-1:]])
+        x, ll = model.fit(start)
+        if ll < ll_one:  # the richer model nests the one-rate fit (at `start`): never worse than it
+            x, ll = start, ll_one
+        fits[name] = (model, x, ll)
+        stat, p = lr_test(ll_one, ll, len(d.levels) - 1, df_phi)
+        row |= {f"heterogeneity_{name}_chi2": stat, f"heterogeneity_{name}_df": len(d.levels) - 1,
+                f"heterogeneity_{name}_p": p}  # fmt: skip
+
+    per_base = _per_base_rows(syn, gens, data["base"], fits.get("base"), row, k, g.level, df_phi) if by_base else []
+    models = {"one rate": (one, x_one, ll_one)} | {f"rate per {name}": fit for name, fit in fits.items()}
+    return ArmFit(row, per_base, models)
+
+
+def _per_base_rows(syn, gens, d: Data, fitted, arm_row: dict, k: int, level: float, df_phi: float) -> list[dict]:
+    """One row per base size: its rate from the per-base fit (with a single base size, the arm's own)."""
+    rows = []
+    lowers = Linear(len(d.levels)).lower(d)
+    if fitted is not None:
+        fitted[0].information(fitted[1])
+    for j, base in enumerate(d.levels):
+        if fitted is not None:
+            model, x, ll = fitted
+            df = interval_df(model, k + j, x, df_phi)
+            lo, hi, reason = _rate_interval(model, k + j, lowers[j], x, ll, cutoff(level, df))
+            beta, tau = float(x[k + j]), float(x[-1])
+        else:
+            beta, lo, hi, reason, tau, df = (arm_row[c] for c in ("beta", "beta_lo", "beta_hi", "reason",
+                                                                  "generator_sd", "interval_df"))  # fmt: skip
+        mine = (syn["base_per_class"] == base).to_numpy()
+        rows.append({"base_per_class": base, "beta": beta, "beta_lo": lo, "beta_hi": hi, "interval_df": df, "reason": reason,
+                     "n_seeds": syn.loc[mine, "seed"].nunique(), "n_generators": len(set(gens[mine])),
+                     "generator_sd": tau})  # fmt: skip
+    return rows
+
+
+def joint_rows(g: Group, arms: pd.DataFrame, by_base: bool) -> tuple[list[dict], list[dict], dict[tuple, ArmFit]]:
+    """The joint model per arm, and (with `by_base`) per arm and base size with the heterogeneity tests; also each
+    arm's fits by its key (CURVE_KEYS + ARM_KEYS values)."""
+    fits, per_base, models = [], [], {}
     for _, arm in arms.iterrows():
         mine = g.done[arm_mask(g.done, arm)]
-        subsets = [(None, mine), *(mine.groupby("base_per_class") if by_base else [])]
-        for base, subset in subsets:
-            cells = pd.concat([g.real_measurements, subset])
-            if g.curve is not None and not g.curve.increasing:
-                # The same real cells as the per-cell analysis: where real data does not help, beta means nothing.
-                res = no_joint_fit(len(cells), "the real learning curve does not rise with n: beta is not identifiable")
-            else:
-                res = fit_joint(cells["n_real"], cells["n_syn"], cells["correct"], cells["n_test"], g.level)
-            row = {**arm.to_dict(), "n_seeds": subset["seed"].nunique(), **res}
-            (fits if base is None else per_base).append(row if base is None else {**row, "base_per_class": base})
-    return fits, per_base
+        fitted = fit_arm(g, g.real_measurements, mine, by_base, tests=by_base)
+        base = {**arm.to_dict(), "n_seeds": mine["seed"].nunique()}
+        fits.append({**base, **fitted.row})
+        per_base += [{**base, **r, "dispersion": fitted.row.get("dispersion", np.nan)} for r in fitted.per_base]
+        models[tuple(arm[CURVE_KEYS + ARM_KEYS])] = fitted
+    return fits, per_base, models
