@@ -32,6 +32,7 @@ from study.report import plots
 from study.report.estimates import accuracy_section, closed_form_section, headline, methods, rate_section
 from study.report.inputs import ReportError, Results, locate, n_classes_of
 from study.report.markdown import FIGURES, in_arm_order
+from study.report.planning import planning_section
 from study.report.provenance import provenance_section
 from study.report.sections import (
     banner,
@@ -78,6 +79,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
                                                                                    level)]  # fmt: skip
         md += ["## Equivalence curves and the closed form",
                *closed_form_section(eq, eq_error, palette, kinds, n_classes, out)]  # fmt: skip
+        md += ["## Planning", *planning_section(eq, res.results_dir, level)]
         md += ["## Strategy comparison", *strategy_section(gains, palette, kinds, out, level)]
         md += strategy_diagnostics(in_arm_order(done, arms), level)
         md += ["## Synthetic samples", *samples_section(res, done, palette, n_classes, out)]

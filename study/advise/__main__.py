@@ -1,0 +1,5 @@
+import sys
+
+from study.advise.cli import main
+
+sys.exit(main())

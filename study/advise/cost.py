@@ -1,0 +1,198 @@
+"""What a grid costs on this machine before it runs: CPU seconds per artifact from measured rates, summed over the
+artifacts the plan still has to compute, and a wall-time estimate for N local workers.
+
+    rates = load_rates(path)                      # a saved calibration (study.advise.calibrate) or bench figures
+    est = estimate(plan, rates, todo, jobs=2)     # est.cpu_seconds, est.wall_seconds, est.by_stage
+    print(est.describe())
+
+The model: an artifact costs overhead + rate x work (CPU seconds at one torch thread, the runner's setting for
+`--jobs` = cores), with work in units the cost scales with and one (overhead, rate) per workload (what the rate
+depends on: the model and its input size; never the data's content):
+    generator   training images (steps x batch)                              per generator model + training spec
+    samples     network evaluations x images (NFE per image x volume x K)    per generator model
+    classifier  training images (steps x batch, or epochs x its images)      per classifier spec (the reference too)
+Wall time: the plan's waves (an artifact waits for its parents) run one after another; inside a wave the work is
+shared by min(jobs, cores) workers, and no wave is shorter than its longest artifact. Process start-up and the
+table writes are left out (seconds). Never imports torch (the rates come from a file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from study.grid import Grid, expand
+from study.keys import canonical_json, key_of
+from study.paths import default_cache_dir
+from study.runner.plan import Node, Plan, sample_nfe_per_image
+from study.sampling import cost
+from study.store import atomic_write_text
+
+STAGES = ("reference", "generator", "samples", "classifier")
+
+
+class CostError(ValueError):
+    """No measured rate for a workload of the grid: names it and how to measure it."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    overhead: float  # CPU seconds per artifact
+    per_unit: float  # CPU seconds per unit of work
+    points: int = 0  # calibration artifacts it was fitted on
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured rates by workload key, with the dataset facts the work counts need."""
+
+    by_key: dict[str, Rate]
+    n_classes: int
+    pool: int  # training images of the dataset (the reference classifier's and epochs budgets)
+    source: str  # e.g. "calibration 2026-11-29 on x86_64, 1 thread"
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"by_key": {k: vars(r) for k, r in self.by_key.items()}, "n_classes": self.n_classes,
+                           "pool": self.pool, "source": self.source, "meta": self.meta}, indent=1)  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Rates:
+        d = json.loads(text)
+        return cls({k: Rate(**r) for k, r in d["by_key"].items()}, d["n_classes"], d["pool"], d["source"], d["meta"])
+
+
+def workload(grid: Grid, node: Node) -> str:
+    """The workload key of a node: what its per-unit cost depends on."""
+    data = {"dataset": canonical_json(grid.dataset.model_dump(mode="json", exclude={"root", "path"}))}
+    if node.stage in ("classifier", "reference"):
+        spec = grid.classifier.model_dump(mode="json", exclude={"steps", "epochs", "mix", "eval_batch_size"})
+        return "classifier:" + key_of({**data, "classifier": spec})[:16]
+    arm = grid.generators[node.arm]
+    model = {**data, "model": arm.model.model_dump(mode="json")}
+    if node.stage == "generator":
+        train = arm.train.model_dump(mode="json", exclude={"steps", "checkpoint_every", "warmup"})
+        return "generator:" + key_of({**model, "train": train})[:16]
+    return "samples:" + key_of(model)[:16]
+
+
+def work(grid: Grid, node: Node, n_classes: int, pool: int) -> float:
+    """Units of work of a node (see the module docstring)."""
+    if node.stage in ("classifier", "reference"):
+        clf = grid.classifier
+        if clf.steps:
+            return float(clf.steps * clf.batch_size)
+        images = pool if node.stage == "reference" else ((node.real_per_class or 0) + node.volume_per_class) * n_classes
+        return float(clf.epochs * images)
+    arm = grid.generators[node.arm]
+    if node.stage == "generator":
+        return 0.0 if arm.pretrained is not None else float(arm.train.steps * arm.train.batch_size)
+    per_image = sample_nfe_per_image(grid, node)
+    return float(per_image * (node.volume_per_class * n_classes + cost.search_images(arm.sample)))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    cpu_by_stage: dict[str, float]
+    artifacts_by_stage: dict[str, int]
+    wall_seconds: float
+    jobs: int
+    cores: int
+    source: str
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_by_stage.values())
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{s} {self.artifacts_by_stage[s]} x -> {self.cpu_by_stage[s]:.0f} s"
+                          for s in STAGES if self.artifacts_by_stage.get(s))  # fmt: skip
+        return (f"estimated cost: {self.cpu_seconds:.0f} CPU s at one thread ({parts}); wall time with --jobs "
+                f"{self.jobs} on {self.cores} cores of an otherwise idle machine: ~{self.wall_seconds / 60:.1f} min "
+                f"(rates: {self.source})")  # fmt: skip
+
+
+def node_seconds(grid: Grid, node: Node, rates: Rates) -> float:
+    key = workload(grid, node)
+    if node.stage == "generator" and grid.generators[node.arm].pretrained is not None:
+        return 0.0
+    rate = rates.by_key.get(key)
+    if rate is None:
+        raise CostError(f"no measured rate for the {node.stage} workload of {node.art.slug} ({key}); measure it with "
+                        "`python -m study.advise GRID --calibrate`")  # fmt: skip
+    return rate.overhead + rate.per_unit * work(grid, node, rates.n_classes, rates.pool)
+
+
+def estimate(plan: Plan, rates: Rates, todo: list[Node], jobs: int = 1, cores: int = 1) -> Estimate:
+    """CPU seconds per stage of the `todo` nodes and the wall time of running them wave by wave."""
+    seconds = {n.key: node_seconds(plan.grid, n, rates) for n in todo}
+    by_stage, count = defaultdict(float), defaultdict(int)
+    for n in todo:
+        by_stage[n.stage] += seconds[n.key]
+        count[n.stage] += 1
+    depth: dict[str, int] = {}
+    for node in plan.nodes.values():  # parents come first in plan order
+        depth[node.key] = 1 + max((depth[p] for p in node.parents), default=-1)
+    waves = defaultdict(list)
+    for n in todo:
+        waves[depth[n.key]].append(seconds[n.key])
+    workers = max(1, min(jobs, cores))
+    wall = sum(max(sum(w) / workers, max(w)) for w in waves.values())
+    return Estimate(dict(by_stage), dict(count), wall, jobs, cores, rates.source)
+
+
+def bench_rates(grid: Grid, bench: dict, n_classes: int, pool: int) -> Rates:
+    """Rates from reports/bench.json for the workloads it measured (the quickstart's classifier, generator and
+    sampler: throughput only, no per-artifact overhead); other workloads stay unmeasured (CostError on use)."""
+    by_key = {}
+    clf, gen, smp = bench.get("classifier", {}), bench.get("generator", {}), bench.get("sampler", {})
+    default = clf.get("cpu_default")
+    mine = grid.classifier.model_dump(mode="json", exclude_unset=True)
+    if default and {k: v for k, v in mine.items() if k not in ("mix",)} == default and clf.get("train_images_per_s"):
+        node = Node(art=_Fake("reference"))
+        by_key[workload(grid, node)] = Rate(0.0, 1.0 / clf["train_images_per_s"])
+    arm_spec = gen.get("quickstart_arm")
+    for name, arm in grid.generators.items():
+        if arm_spec is None or arm.pretrained is not None:
+            continue
+        same_model = arm.model.model_dump(mode="json") == arm_spec["model"]
+        same_train = {k: v for k, v in arm.train.model_dump(mode="json").items() if k != "steps"} == {
+            k: v for k, v in arm_spec["train"].items() if k != "steps"}  # fmt: skip
+        if same_model and same_train and gen.get("train_seconds"):
+            images = arm_spec["train"]["steps"] * arm_spec["train"]["batch_size"]
+            by_key[workload(grid, Node(art=_Fake("generator"), arm=name))] = Rate(0.0, gen["train_seconds"] / images)
+        if same_model and smp.get("images_per_s") and smp.get("nfe"):
+            by_key[workload(grid, Node(art=_Fake("samples"), arm=name))] = Rate(0.0, 1.0 / (smp["images_per_s"] *
+                                                                                        smp["nfe"]))  # fmt: skip
+    return Rates(by_key, n_classes, pool, "reports/bench.json (throughput, no per-artifact overhead)")
+
+
+@dataclass(frozen=True)
+class _Fake:
+    """Stands in for an Artifact where only the stage matters (workload keys of bench figures)."""
+
+    stage: str
+    slug: str = ""
+    key: str = ""
+
+
+def rates_path(grid: Grid) -> Path:
+    """Where a grid's calibration is kept: named by the grid and a hash of its workloads (not its sizes), beside the
+    decoded-data cache ($STUDY_CACHE/../calibration/)."""
+    from study.runner.plan import make_plan
+
+    keys = sorted({workload(grid, n) for n in make_plan(grid, expand(grid)).nodes.values()})
+    return default_cache_dir().parent / "calibration" / f"{grid.name}-{key_of(keys)[:12]}.json"
+
+
+def save_rates(rates: Rates, grid: Grid) -> Path:
+    path = rates_path(grid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, rates.to_json())
+    return path
+
+
+def load_rates(path: Path) -> Rates | None:
+    return Rates.from_json(path.read_text()) if path.exists() else None
