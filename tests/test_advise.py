@@ -153,15 +153,21 @@ def test_cost_estimate_from_bench_figures_for_the_quickstart(tmp_path):
     """On the quickstart grid, reports/bench.json's throughput figures give a torch-free estimate; the generator,
     sampling and classifier rates all match its workloads."""
     from study.advise.cli import BENCH
-    from study.advise.cost import bench_rates, estimate
+    from study.advise.cost import CostError, bench_rates, estimate
     from study.grid import expand, load_grid
     from study.runner.plan import make_plan
 
     grid = load_grid(Path(__file__).resolve().parent.parent / "grids" / "quickstart.yaml")
     rates = bench_rates(grid, json.loads(BENCH.read_text()), n_classes=10, pool=0)
     plan = make_plan(grid, expand(grid))
-    est = estimate(plan, rates, list(plan.nodes.values()), jobs=2, cores=2)
+    est = estimate(plan, rates, list(plan.nodes.values()), jobs=2, cores=2, strict=False)
     assert set(est.artifacts_by_stage) == {"reference", "generator", "samples", "classifier"}
+    # The bench has no figure for the sample-set diagnostics: left out, and said so.
+    assert (
+        est.unmeasured == {"diagnostics": 18} and "not included, no measured rate: diagnostics 18 x" in est.describe()
+    )
+    with pytest.raises(CostError, match="no measured rate for the diagnostics workload"):
+        estimate(plan, rates, list(plan.nodes.values()))
     # 12 generators x 51,200 images at the bench's 36.5 s per 51,200: ~440 s of the total
     assert est.cpu_by_stage["generator"] == pytest.approx(12 * 36.49, rel=0.01)
     assert 100 < est.wall_seconds < 2000 and "bench.json" in est.describe()

@@ -1,7 +1,7 @@
 """A quick calibration of a grid's costs on this machine: build small versions of its own artifacts, time each in
 CPU seconds at one torch thread, and fit overhead + rate x work per workload (study.advise.cost).
 
-    rates = calibrate(grid)          # ~10-60 s for CPU-sized grids; needs torch
+    rates = calibrate(grid)          # ~20-90 s for CPU-sized grids; needs torch
     save_rates(rates, grid)          # study.advise.cost: kept per grid and read back torch-free
 
 Two shrunken variants of the grid run in a temporary store, through the runner's own stage functions
@@ -9,8 +9,9 @@ Two shrunken variants of the grid run in a temporary store, through the runner's
 ones (their cost is the pipeline's, not measured here), and budgets a small (A) and three times larger (B) fraction
 of the grid's: generator steps, classifier steps and synthetic volume. Each artifact's CPU time
 (time.process_time, one torch thread, so a loaded machine slows the wall clock but not the figure) is one point of
-its workload's line. Imports, the dataset's decoding and the models' first construction are paid before any timing
-(a warm-up), so they do not inflate the first artifact.
+its workload's line. Imports, the dataset's decoding and every stage's first run (~2 s of one-off set-up in a first
+generator's training) are paid before any timing, by an untimed pass of variant A in its own store, so they do
+not inflate the first point (which, under the larger B point, made a generator's fitted rate negative).
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ def calibrate(grid: Grid, log=print) -> Rates:
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     facts = {}
     with tempfile.TemporaryDirectory(prefix="study-calibration-") as tmp:
-        for label, scale in SCALES.items():
+        for label, scale in (("warm-up", SCALES["A"]), *SCALES.items()):
             g = variant(grid, scale)
             plan = make_plan(g, expand(g))
-            ctx = Context(g, str(Path(tmp) / "store"), "cpu")
+            ctx = Context(g, str(Path(tmp) / f"store-{label}"), "cpu")
             if not facts:
                 facts = _warm_up(ctx)
             for node in plan.nodes.values():
@@ -81,6 +82,8 @@ def calibrate(grid: Grid, log=print) -> Rates:
                 seconds = time.process_time() - start
                 if outcome.status == "failed":
                     raise RuntimeError(f"calibration: {node.stage} {node.art.slug} failed: {outcome.error}")
+                if label == "warm-up":
+                    continue
                 units = work(g, node, facts["n_classes"], facts["pool"])
                 points[workload(g, node)].append((units, seconds))
                 log(f"calibration {label}: {node.stage:<10} {node.art.slug:<44} {units:>10.0f} units {seconds:6.2f} s")

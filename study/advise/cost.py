@@ -11,6 +11,7 @@ depends on: the model and its input size; never the data's content):
     generator   training images (steps x batch)                              per generator model + training spec
     samples     network evaluations x images (NFE per image x volume x K)    per generator model
     classifier  training images (steps x batch, or epochs x its images)      per classifier spec (the reference too)
+    diagnostics images compared ((volume + base) x K per sample set)         per generator model + diagnostics spec
 Wall time: the plan's waves (an artifact waits for its parents) run one after another; inside a wave the work is
 shared by min(jobs, cores) workers, and no wave is shorter than its longest artifact. Process start-up and the
 table writes are left out (seconds). Never imports torch (the rates come from a file).
@@ -30,7 +31,7 @@ from study.runner.plan import Node, Plan, sample_nfe_per_image
 from study.sampling import cost
 from study.store import atomic_write_text
 
-STAGES = ("reference", "generator", "samples", "classifier")
+STAGES = ("reference", "generator", "samples", "classifier", "diagnostics")
 
 
 class CostError(ValueError):
@@ -72,6 +73,8 @@ def workload(grid: Grid, node: Node) -> str:
         return "classifier:" + key_of({**data, "classifier": spec})[:16]
     arm = grid.generators[node.arm]
     model = {**data, "model": arm.model.model_dump(mode="json")}
+    if node.stage == "diagnostics":
+        return "diagnostics:" + key_of({**model, "diagnostics": grid.diagnostics.model_dump(mode="json")})[:16]
     if node.stage == "generator":
         train = arm.train.model_dump(mode="json", exclude={"steps", "checkpoint_every", "warmup"})
         return "generator:" + key_of({**model, "train": train})[:16]
@@ -86,6 +89,8 @@ def work(grid: Grid, node: Node, n_classes: int, pool: int) -> float:
             return float(clf.steps * clf.batch_size)
         images = pool if node.stage == "reference" else ((node.real_per_class or 0) + node.volume_per_class) * n_classes
         return float(clf.epochs * images)
+    if node.stage == "diagnostics":
+        return float((node.volume_per_class + (node.base_per_class or 0)) * n_classes)
     arm = grid.generators[node.arm]
     if node.stage == "generator":
         return 0.0 if arm.pretrained is not None else float(arm.train.steps * arm.train.batch_size)
@@ -101,6 +106,7 @@ class Estimate:
     jobs: int
     cores: int
     source: str
+    unmeasured: dict[str, int] = field(default_factory=dict)  # stage -> artifacts left out (no measured rate)
 
     @property
     def cpu_seconds(self) -> float:
@@ -109,9 +115,11 @@ class Estimate:
     def describe(self) -> str:
         parts = ", ".join(f"{s} {self.artifacts_by_stage[s]} x -> {self.cpu_by_stage[s]:.0f} s"
                           for s in STAGES if self.artifacts_by_stage.get(s))  # fmt: skip
+        missing = ", ".join(f"{s} {n} x" for s, n in self.unmeasured.items())
         return (f"estimated cost: {self.cpu_seconds:.0f} CPU s at one thread ({parts}); wall time with --jobs "
                 f"{self.jobs} on {self.cores} cores of an otherwise idle machine: ~{self.wall_seconds / 60:.1f} min "
-                f"(rates: {self.source})")  # fmt: skip
+                f"(rates: {self.source})" + (f"; not included, no measured rate: {missing} (--calibrate measures "
+                                             "them)" if missing else ""))  # fmt: skip
 
 
 def node_seconds(grid: Grid, node: Node, rates: Rates) -> float:
@@ -125,8 +133,17 @@ def node_seconds(grid: Grid, node: Node, rates: Rates) -> float:
     return rate.overhead + rate.per_unit * work(grid, node, rates.n_classes, rates.pool)
 
 
-def estimate(plan: Plan, rates: Rates, todo: list[Node], jobs: int = 1, cores: int = 1) -> Estimate:
-    """CPU seconds per stage of the `todo` nodes and the wall time of running them wave by wave."""
+def estimate(
+    plan: Plan, rates: Rates, todo: list[Node], jobs: int = 1, cores: int = 1, strict: bool = True
+) -> Estimate:
+    """CPU seconds per stage of the `todo` nodes and the wall time of running them wave by wave. A workload without
+    a measured rate raises CostError, or with `strict=False` is left out and counted in `unmeasured`."""
+    unmeasured: dict[str, int] = defaultdict(int)
+    if not strict:
+        for n in todo:
+            if workload(plan.grid, n) not in rates.by_key and not _pretrained(plan.grid, n):
+                unmeasured[n.stage] += 1
+        todo = [n for n in todo if workload(plan.grid, n) in rates.by_key or _pretrained(plan.grid, n)]
     seconds = {n.key: node_seconds(plan.grid, n, rates) for n in todo}
     by_stage, count = defaultdict(float), defaultdict(int)
     for n in todo:
@@ -140,12 +157,17 @@ def estimate(plan: Plan, rates: Rates, todo: list[Node], jobs: int = 1, cores: i
         waves[depth[n.key]].append(seconds[n.key])
     workers = max(1, min(jobs, cores))
     wall = sum(max(sum(w) / workers, max(w)) for w in waves.values())
-    return Estimate(dict(by_stage), dict(count), wall, jobs, cores, rates.source)
+    return Estimate(dict(by_stage), dict(count), wall, jobs, cores, rates.source, dict(unmeasured))
+
+
+def _pretrained(grid: Grid, node: Node) -> bool:
+    return node.stage == "generator" and grid.generators[node.arm].pretrained is not None
 
 
 def bench_rates(grid: Grid, bench: dict, n_classes: int, pool: int) -> Rates:
     """Rates from reports/bench.json for the workloads it measured (the quickstart's classifier, generator and
-    sampler: throughput only, no per-artifact overhead); other workloads stay unmeasured (CostError on use)."""
+    sampler: throughput only, no per-artifact overhead); other workloads (e.g. the sample-set diagnostics) stay
+    unmeasured (CostError on use, or left out with estimate(..., strict=False))."""
     by_key = {}
     clf, gen, smp = bench.get("classifier", {}), bench.get("generator", {}), bench.get("sampler", {})
     default = clf.get("cpu_default")
