@@ -158,11 +158,45 @@ def _fit(cf: ClosedFormFit, g: Group, syn: pd.DataFrame) -> None:
         cf.reason = "the likelihood fit failed"
         return
     model.information(x)
-    ends = [model.profile(j, x, ll, cutoff(g.level, interval_df(model, j, x, df_phi)), t_max=20.0) for j in (k, k + 1)]
+
+    def interval(j: int) -> tuple[float, float]:
+        return model.profile(j, x, ll, cutoff(g.level, interval_df(model, j, x, df_phi)), t_max=20.0)
+
     cf.theta = x[k : k + 2]
-    cf.lo, cf.hi = np.array([e[0] for e in ends]), np.array([e[1] for e in ends])
+    c2_lo, c2_hi = interval(k + 1)
+    cf.lo, cf.hi = np.array([np.nan, c2_lo]), np.array([np.nan, c2_hi])
     cf.generator_sd, cf.n_cells = float(x[-1]), data.n_cells
     cf.fitted = (model, x, ll)
+    if not _c2_reason(_c2_values(cf), cf.n_bases):  # c1 is reported: its interval too (a profile costs ~1 s)
+        cf.lo[0], cf.hi[0] = interval(k)
+
+
+def _c2_values(cf: ClosedFormFit) -> dict:
+    with np.errstate(over="ignore"):
+        return dict(zip(("c2", "c2_lo", "c2_hi"), np.exp(np.exp([cf.theta[1], cf.lo[1], cf.hi[1]])), strict=True))
+
+
+def _c2_reason(c2: dict, n_bases: int) -> str:
+    """Why c1 is not reported, from c2 and its interval ('' where it is)."""
+    if c2["c2"] > C2_NO_GAIN:
+        return ("c2 runs off with no upper bound: the arm shows no measurable gain, so no synthetic amount is known to "
+                "match added real images, and c1 is not identifiable")  # fmt: skip
+    at_one = c2["c2_lo"] <= 1.0 + 1e-6
+    linear = ("c2 near its lower limit 1: n_syn is almost linear in n_real+ (beta gives the rate), and c1 is not "
+              "identifiable")  # fmt: skip
+    if c2["c2"] < C2_LINEAR or (at_one and not np.isfinite(c2["c2_hi"])):
+        # c2^x - 1 -> x ln c2 as c2 -> 1: a straight line whose slope c1^(n_base/K) ln c2 the data fix, while
+        # c1 runs off to make up for ln c2 -> 0.
+        return linear
+    if n_bases < 2:
+        # With one base, c1^(n_base/K) is a free scale that trades off against c2 (which is why c2's lower end
+        # may reach 1): c2 is reported with that interval, c1 is not.
+        return "single base size: c1 (how the synthetic need grows with the base) not identifiable"
+    if at_one:
+        return linear
+    if not np.isfinite(c2["c2_hi"]):
+        return "c2 has no upper bound in these data, so c1 is not identifiable"
+    return ""
 
 
 def closed_form_columns(cf: ClosedFormFit, published: PublishedMatch | None) -> dict:
@@ -177,33 +211,12 @@ def closed_form_columns(cf: ClosedFormFit, published: PublishedMatch | None) -> 
     if cf.theta is None:
         return out
     out["closed_form_interval"] = "profile likelihood, random effect per generator"
-    with np.errstate(over="ignore"):
-        out["c2"], out["c2_lo"], out["c2_hi"] = np.exp(np.exp([cf.theta[1], cf.lo[1], cf.hi[1]]))
-    if out["c2"] > C2_NO_GAIN:
-        out["closed_form_reason"] = ("c2 runs off with no upper bound: the arm shows no measurable gain, so no "
-                                     "synthetic amount is known to match added real images, and c1 is not "
-                                     "identifiable")  # fmt: skip
-        return out
-    at_one = out["c2_lo"] <= 1.0 + 1e-6
-    linear = ("c2 near its lower limit 1: n_syn is almost linear in n_real+ (beta gives the rate), and c1 is not "
-              "identifiable")  # fmt: skip
-    if out["c2"] < C2_LINEAR or (at_one and not np.isfinite(out["c2_hi"])):
-        # c2^x - 1 -> x ln c2 as c2 -> 1: a straight line whose slope c1^(n_base/K) ln c2 the data fix, while
-        # c1 runs off to make up for ln c2 -> 0.
-        out["closed_form_reason"] = linear
-        return out
-    if cf.n_bases < 2:
-        # With one base, c1^(n_base/K) is a free scale that trades off against c2 (which is why c2's lower end
-        # may reach 1): c2 is reported with that interval, c1 is not.
-        out["closed_form_reason"] = "single base size: c1 (how the synthetic need grows with the base) not identifiable"
-        return out
-    if at_one:
-        out["closed_form_reason"] = linear
-        return out
-    if not np.isfinite(out["c2_hi"]):
-        out["closed_form_reason"] = "c2 has no upper bound in these data, so c1 is not identifiable"
-        return out
-    out["c1"], out["c1_lo"], out["c1_hi"] = np.exp([cf.theta[0], cf.lo[0], cf.hi[0]])
+    out |= _c2_values(cf)
+    reason = _c2_reason(out, cf.n_bases)
+    if reason:
+        out["closed_form_reason"] = reason
+    else:
+        out["c1"], out["c1_lo"], out["c1_hi"] = np.exp([cf.theta[0], cf.lo[0], cf.hi[0]])
     return out
 
 
