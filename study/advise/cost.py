@@ -165,30 +165,52 @@ def _pretrained(grid: Grid, node: Node) -> bool:
 
 
 def bench_rates(grid: Grid, bench: dict, n_classes: int, pool: int) -> Rates:
-    """Rates from reports/bench.json for the workloads it measured (the quickstart's classifier, generator and
-    sampler: throughput only, no per-artifact overhead); other workloads (e.g. the sample-set diagnostics) stay
-    unmeasured (CostError on use, or left out with estimate(..., strict=False))."""
+    """Rates from reports/bench.json for the workloads it measured: the CPU default classifier
+    (`classifier.train_images_per_s`), and per generator arm whose model and training spec (all but the step
+    count) are a recipe of `generator.quality[<dataset>]`, its training images per CPU second and the median
+    sampling images per CPU second over its points (per network evaluation: / nfe). Throughput only, no
+    per-artifact overhead; other workloads (e.g. the sample-set diagnostics) stay unmeasured (CostError on use,
+    or left out with estimate(..., strict=False))."""
     by_key = {}
-    clf, gen, smp = bench.get("classifier", {}), bench.get("generator", {}), bench.get("sampler", {})
+    clf, gen = bench.get("classifier", {}), bench.get("generator", {})
     default = clf.get("cpu_default")
     mine = grid.classifier.model_dump(mode="json", exclude_unset=True)
     if default and {k: v for k, v in mine.items() if k not in ("mix",)} == default and clf.get("train_images_per_s"):
         node = Node(art=_Fake("reference"))
         by_key[workload(grid, node)] = Rate(0.0, 1.0 / clf["train_images_per_s"])
-    arm_spec = gen.get("quickstart_arm")
+    recipes = gen.get("quality", {}).get(grid.dataset.name, {})
     for name, arm in grid.generators.items():
-        if arm_spec is None or arm.pretrained is not None:
+        if arm.pretrained is not None:
             continue
-        same_model = arm.model.model_dump(mode="json") == arm_spec["model"]
-        same_train = {k: v for k, v in arm.train.model_dump(mode="json").items() if k != "steps"} == {
-            k: v for k, v in arm_spec["train"].items() if k != "steps"}  # fmt: skip
-        if same_model and same_train and gen.get("train_seconds"):
-            images = arm_spec["train"]["steps"] * arm_spec["train"]["batch_size"]
-            by_key[workload(grid, Node(art=_Fake("generator"), arm=name))] = Rate(0.0, gen["train_seconds"] / images)
-        if same_model and smp.get("images_per_s") and smp.get("nfe"):
-            by_key[workload(grid, Node(art=_Fake("samples"), arm=name))] = Rate(0.0, 1.0 / (smp["images_per_s"] *
-                                                                                        smp["nfe"]))  # fmt: skip
+        for measured in recipes.values():
+            if not _same_recipe(arm, measured.get("recipe", {})):
+                continue
+            if measured.get("train_images_per_cpu_s"):
+                rate = Rate(0.0, 1.0 / measured["train_images_per_cpu_s"])
+                by_key[workload(grid, Node(art=_Fake("generator"), arm=name))] = rate
+            points = [p for p in measured.get("points", {}).get("ema", []) if p.get("sample_images_per_cpu_s")]
+            if points:
+                per_nfe = sorted(p["sample_images_per_cpu_s"] * p["nfe"] for p in points)[len(points) // 2]
+                by_key[workload(grid, Node(art=_Fake("samples"), arm=name))] = Rate(0.0, 1.0 / per_nfe)
+            break
     return Rates(by_key, n_classes, pool, "reports/bench.json (throughput, no per-artifact overhead)")
+
+
+def _same_recipe(arm, recipe: dict) -> bool:
+    """Whether an arm's model and training spec (but its step count) are those of a bench recipe (overrides of the
+    schema's defaults)."""
+    try:
+        model = type(arm.model).model_validate(recipe.get("model", {}))
+        train = type(arm.train).model_validate(recipe.get("train", {}))
+    except ValueError:
+        return False
+    return arm.model.model_dump(mode="json") == model.model_dump(mode="json") and _but_steps(arm.train) == _but_steps(
+        train
+    )
+
+
+def _but_steps(train) -> dict:
+    return train.model_dump(mode="json", exclude={"steps", "checkpoint_every"})
 
 
 @dataclass(frozen=True)
