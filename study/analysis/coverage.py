@@ -2,6 +2,8 @@
 by the cells of one generator: the Monte-Carlo check behind the interval method (study.analysis.joint).
 
     python -m study.analysis.coverage --studies 200 --out reports/coverage.md    # ~1 h of one CPU core
+    python -m study.analysis.coverage --studies 50 --seed 50 --csv more.csv      # more studies, saved as they come
+    python -m study.analysis.coverage --tables a.csv more.csv --out reports/coverage.md   # the table of saved runs
     table = coverage_table(run_scenarios(SCENARIOS, studies=20))
 
 Each simulated study (study.analysis.simulate) has 3 seeds, bases 10/20/40 per class, real-extra 10/30, volumes
@@ -111,14 +113,15 @@ def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = T
 def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_base: bool = True, log=None,
                   partial: Path | None = None) -> pd.DataFrame:  # fmt: skip
     """Every interval of `studies` simulated studies per scenario (study `i` of every scenario is drawn from seed
-    `seed + i`, so scenarios differ only in the generator effects). Studies interleave the scenarios, so a run
+    `seed + i`, its `study` number, so scenarios differ only in the generator effects and runs with different
+    seeds add up). Studies interleave the scenarios, so a run
     stopped early is balanced; `partial` gets every study's rows as they come."""
     rows = []
     start = time.process_time()
     for i in range(studies):
         for scenario in scenarios:
             cells = simulate_cells(scenario.arms(), generator_sd=scenario.generator_sd, seed=seed + i, **DESIGN)
-            new = [{"scenario": scenario.name, "study": i, **r} for r in study_intervals(cells, by_base=by_base)]
+            new = [{"scenario": scenario.name, "study": seed + i, **r} for r in study_intervals(cells, by_base=by_base)]
             rows += new
             if partial is not None:
                 pd.DataFrame(new).to_csv(partial, mode="a", header=not partial.exists(), index=False)
@@ -144,7 +147,7 @@ def coverage_table(intervals: pd.DataFrame) -> pd.DataFrame:
 
 def _markdown(table: pd.DataFrame, studies: int, seconds: float) -> str:
     lines = ["# Coverage of the exchange-rate intervals", "",
-             f"Written by `python -m study.analysis.coverage` ({studies} simulated studies per scenario, "
+             f"Written by `python -m study.analysis.coverage` (at least {studies} simulated studies per scenario, "
              f"{seconds / 60:.0f} min of CPU). Design: {DESIGN}; arms with planted beta {list(TRUTH.values())}; "
              f"nominal {LEVEL:.0%}. Coverage ± its Monte-Carlo standard error; width: median of hi - lo.", "",
              "| scenario | level | random effect (reported) | fixed (cells independent) | two-stage t(G-1) |",
@@ -164,11 +167,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the table as markdown here")
     parser.add_argument("--csv", type=Path, help="append every interval here, study by study")
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        nargs="+",
+        metavar="CSV",
+        help="no new studies: the table of intervals saved by earlier --csv runs (different --seed)",
+    )
+    parser.add_argument("--cpu-minutes", type=float, help="with --tables: the CPU minutes they took, for the header")
     args = parser.parse_args(argv)
     start = time.process_time()
-    intervals = run_scenarios(studies=args.studies, seed=args.seed, log=sys.stderr, partial=args.csv)
+    if args.tables:
+        intervals = pd.concat([pd.read_csv(path) for path in args.tables], ignore_index=True)
+        intervals["covered"] = (intervals["lo"] <= intervals["truth"]) & (intervals["truth"] <= intervals["hi"])
+        intervals["width"] = intervals["hi"] - intervals["lo"]
+        studies = int(intervals.groupby("scenario")["study"].nunique().min())
+        seconds = 60 * args.cpu_minutes if args.cpu_minutes else float("nan")
+    else:
+        intervals = run_scenarios(studies=args.studies, seed=args.seed, log=sys.stderr, partial=args.csv)
+        studies, seconds = args.studies, time.process_time() - start
     table = coverage_table(intervals)
-    text = _markdown(table, args.studies, time.process_time() - start)
+    text = _markdown(table, studies, seconds)
     print(text)
     if args.out:
         args.out.write_text(text)
