@@ -266,7 +266,7 @@ def methods(eq, level: float, n_boot: int, synthetic: bool = True) -> list[str]:
             "for a variance from few generators. Chosen by measured coverage of the planted β in simulated studies "
             "(`python -m study.analysis.coverage`, reports/coverage.md; 3 seeds, 3 bases, 4 volumes): with a "
             "generator effect of sd 0.3-0.5 on log β, nominal 90% intervals that treat cells as independent "
-            "covered 59-71% per arm, these 78-82% (still short of 90%: τ rests on 3-9 generators); without one, "
+            "covered 61-73% per arm, these 82-83% (still short of 90%: τ rests on 3-9 generators); without one, "
             "93% at 1.1× the width. Arms with fewer than 5 independent generators are flagged. Failed cells are "
             "left out of every fit."
         )
