@@ -60,7 +60,7 @@ def test_console_scripts_are_the_python_m_commands(script, capsys):
     module, _, function = SCRIPTS[script].partition(":")
     main = getattr(importlib.import_module(module), function)
     python_m = {"study-run": "study.run", "study-report": "study.report", "study-equivalence": "study.equivalence",
-                "study-bench": "study.bench"}[script]  # fmt: skip
+                "study-bench": "study.bench", "study-advise": "study.advise"}[script]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
