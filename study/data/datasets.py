@@ -11,6 +11,7 @@ Real loaders download when the network allows; offline they read local files and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from study.grid import (
     MedmnistData,
     NpzData,
     dataset_identity,
+    is_face,
 )
 from study.keys import derive_seed, key_of
 from study.paths import default_cache_dir, default_data_root
@@ -57,14 +59,30 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """A face verification protocol on identities that are not classes of the dataset (study.data.faces): images,
+    the pairs to score, the protocol's folds and a rank-1 gallery where they exist."""
+
+    images: torch.Tensor  # uint8 (M, C, H, W)
+    identity: np.ndarray  # int64 (M,): index into `names`
+    names: tuple[str, ...]  # verification identities (never training identities)
+    pairs: np.ndarray  # int64 (P, 2): rows of `images`
+    same: np.ndarray  # bool (P,)
+    folds: np.ndarray | None  # int64 (P,) the protocol's folds (LFW View 2), or None
+    gallery: np.ndarray | None  # bool (M,) rank-1 gallery images (the rest are probes), or None
+    protocol: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     key: str  # identity of the decoded data (dataset, options, resolution), used in every stage key
     train: Split  # the training pool subsets are drawn from
-    test: Split
+    test: Split | None  # None for face datasets: they verify on other identities instead
     val: Split | None
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...]  # classes; for face datasets the training identities
     flip: bool  # horizontal flips are a valid augmentation for this data
+    verification: Verification | None = None  # face datasets
 
     @property
     def num_classes(self) -> int:
@@ -253,7 +271,8 @@ LOADERS = {
 # --- checking, resizing, caching ---------------------------------------------------------------------
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, n_classes: int, where: str, resolution: int | None) -> Split:
+def _to_images(images: np.ndarray, where: str, resolution: int | None) -> torch.Tensor:
+    """uint8 (N,H,W) or (N,H,W,1|3) numpy -> uint8 (N,C,H,W) tensor at `resolution`."""
     if images.dtype != np.uint8:
         raise DatasetError(f"{where}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:
@@ -262,6 +281,12 @@ def _to_split(images: np.ndarray, labels: np.ndarray, n_classes: int, where: str
         images = images.transpose(0, 3, 1, 2)
     else:
         raise DatasetError(f"{where}: images must be (N,H,W) or (N,H,W,1|3), got shape {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    return resize(x, resolution) if resolution is not None and x.shape[-1] != resolution else x
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray, n_classes: int, where: str, resolution: int | None) -> Split:
+    x = _to_images(images, where, resolution)
     if len(images) != len(labels):
         raise DatasetError(f"{where}: {len(images)} images but {len(labels)} labels")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -272,9 +297,6 @@ def _to_split(images: np.ndarray, labels: np.ndarray, n_classes: int, where: str
             f"{where}: label {int(labels[bad][0])} is outside the class list (0..{n_classes - 1}); "
             f"{int(bad.sum())} labels are out of range"
         )
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if resolution is not None and x.shape[-1] != resolution:
-        x = resize(x, resolution)
     return Split(x, torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -319,18 +341,38 @@ def load_dataset(spec, cache_dir: str | os.PathLike | None = None) -> Dataset:
         return _replace_flip(_MEMO[str(file)], spec)
     ds = _read_cache(file, spec, key) if file.exists() else None
     if ds is None:
-        arrays, names, flip = LOADERS[spec.name](spec)
+        verification = None
+        if is_face(spec):  # study.data.faces imports this module (DatasetError): imported when needed
+            from study.data.faces import load_faces
+
+            arrays, names, flip, found = load_faces(spec)
+            verification = _to_verification(found, spec.resolution)
+        else:
+            arrays, names, flip = LOADERS[spec.name](spec)
         where = {"npz": getattr(spec, "path", ""), "imagefolder": getattr(spec, "root", "")}.get(spec.name, spec.name)
         splits = {s: _to_split(x, y, len(names), f"{where} [{s}]", spec.resolution) for s, (x, y) in arrays.items()}
-        ds = Dataset(spec.name, key, splits["train"], splits["test"], splits.get("val"), tuple(names), flip)
+        ds = Dataset(spec.name, key, splits["train"], splits.get("test"), splits.get("val"), tuple(names), flip,
+                     verification)  # fmt: skip
         _write_cache(file, ds)
     _MEMO[str(file)] = ds
     return _replace_flip(ds, spec)
 
 
+def _to_verification(v, resolution: int | None) -> Verification:
+    images = _to_images(v.images, "verification", resolution)
+    folds = None if v.folds is None else np.asarray(v.folds, dtype=np.int64)
+    gallery = None if v.gallery is None else np.asarray(v.gallery, dtype=bool)
+    return Verification(images, np.asarray(v.identity, dtype=np.int64), tuple(v.names),
+                        np.asarray(v.pairs, dtype=np.int64), np.asarray(v.same, dtype=bool), folds, gallery,
+                        v.protocol)  # fmt: skip
+
+
 def _replace_flip(ds: Dataset, spec) -> Dataset:
     flip = ds.flip if spec.flip is None else spec.flip
-    return ds if flip == ds.flip else Dataset(ds.name, ds.key, ds.train, ds.test, ds.val, ds.class_names, flip)
+    return ds if flip == ds.flip else dataclasses.replace(ds, flip=flip)
+
+
+_VERIFICATION_ARRAYS = ("identity", "names", "pairs", "same", "folds", "gallery", "protocol")
 
 
 def _write_cache(file: Path, ds: Dataset) -> None:
@@ -341,6 +383,13 @@ def _write_cache(file: Path, ds: Dataset) -> None:
         s = getattr(ds, split)
         if s is not None:
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = s.images.numpy(), s.labels.numpy()
+    if ds.verification is not None:
+        v = ds.verification
+        arrays["verif_images"] = v.images.numpy()
+        for name in _VERIFICATION_ARRAYS:
+            value = getattr(v, name)
+            if value is not None:
+                arrays[f"verif_{name}"] = np.asarray(value)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # uncompressed: the cache is for speed
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -355,14 +404,21 @@ def _read_cache(file: Path, spec, key: str) -> Dataset | None:
                 for s in ("train", "val", "test")
                 if f"{s}_images" in z
             }
+            verification = None
+            if "verif_images" in z:
+                got = {n: z.get(f"verif_{n}") for n in _VERIFICATION_ARRAYS}
+                verification = Verification(torch.from_numpy(z["verif_images"]), got["identity"],
+                                            tuple(str(n) for n in got["names"]), got["pairs"], got["same"],
+                                            got["folds"], got["gallery"], str(got["protocol"]))  # fmt: skip
             return Dataset(
                 spec.name,
                 key,
                 splits["train"],
-                splits["test"],
+                splits.get("test"),
                 splits.get("val"),
                 tuple(str(n) for n in z["class_names"]),
                 bool(z["flip"]),
+                verification,
             )
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError):
         return None  # a damaged cache is rebuilt from the source

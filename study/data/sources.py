@@ -105,6 +105,7 @@ def other_dataset_data(ds: Dataset, spec: OtherDataset, cache_dir: str | Path | 
     """Another dataset's training images of the mapped classes, relabelled and fitted to the study's images."""
     other = load_dataset(spec.dataset, cache_dir=cache_dir)
     table = map_classes(other.class_names, ds.class_names, spec.classes, dataset_label(spec.dataset))
+    check_no_verification_identities(ds, other.class_names, table, dataset_label(spec.dataset))
     theirs = other.train.labels.numpy()
     idx = np.flatnonzero(table[theirs] >= 0)
     labels = torch.from_numpy(table[theirs[idx]])
@@ -116,6 +117,20 @@ def other_dataset_data(ds: Dataset, spec: OtherDataset, cache_dir: str | Path | 
     images = fit_images(other.train.images[torch.from_numpy(idx)], ds.channels, ds.resolution)
     source = Source(dataset_label(spec.dataset), other.key, TRAIN, idx)
     return TrainingData(images, labels, (source,), "dataset")
+
+
+def check_no_verification_identities(ds: Dataset, theirs: Sequence[str], table: np.ndarray, other: str) -> None:
+    """A face study's verification identities are never trained on, by the generator either: another dataset's
+    classes used by the mapping must not be one of them (by name)."""
+    if ds.verification is None:
+        return
+    from study.data.faces import FaceDataError, check_disjoint
+
+    used = [theirs[t] for t in np.flatnonzero(table >= 0)]
+    try:
+        check_disjoint(used, ds.verification.names, f"train_on.classes ({other} identities the generator would see)")
+    except FaceDataError as exc:
+        raise OpenSetError(str(exc)) from None
 
 
 def map_classes(
@@ -141,9 +156,11 @@ def map_classes(
 
 
 def eval_duplicates(images: torch.Tensor, ds: Dataset) -> int:
-    """How many generator training images are byte-identical to a test or validation image of the study. Not an
-    error (official datasets hold a few exact duplicates across splits), a number to report beside the results."""
-    held_out = {_digest(x) for split in (ds.test, ds.val) if split is not None for x in split.images}
+    """How many generator training images are byte-identical to a test, validation or verification image of the
+    study. Not an error (official datasets hold a few exact duplicates across splits), a number to report."""
+    held = [split.images for split in (ds.test, ds.val) if split is not None]
+    held += [ds.verification.images] if ds.verification is not None else []
+    held_out = {_digest(x) for images in held for x in images}
     return sum(_digest(x) in held_out for x in images)
 
 

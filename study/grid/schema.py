@@ -86,10 +86,62 @@ class NpzData(_DatasetBase):
     path: str
 
 
+# Face datasets (study.data.faces): the classes are *training identities*; a verification protocol of pairs of
+# other identities replaces the test split, and no training identity is ever in a pair (checked when loaded).
+
+IdentityChoice = PositiveInt | Literal["all"] | Annotated[list[str], Field(min_length=2)]
+
+
+class _FaceData(_DatasetBase):
+    resolution: PositiveInt = 32
+    crop: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # centre crop: this fraction of the shorter side, then resize
+    # Training identities: all that qualify, a count (a fixed random choice among them, the same on every
+    # machine), or names.
+    identities: IdentityChoice = "all"
+
+
+class _FaceTree(_FaceData):
+    min_images: PositiveInt = 2  # an identity trains only with at least this many images (>= real.base + real.extra)
+    grey: bool | None = None  # None: as stored (greyscale when the files are single-channel)
+
+
+class LfwData(_FaceTree):
+    """LFW's layout `root/<Name>/<Name>_NNNN.jpg` and a pairs file in LFW's format (View 1: a count line, then
+    `name i j` same pairs and `name1 i name2 j` different pairs; View 2: a `folds n` line and `folds` blocks).
+    Training identities: those of `root` in no pair of `pairs`, with at least `min_images` images."""
+
+    name: Literal["lfw"]
+    root: str
+    pairs: str
+
+
+class AttData(_FaceData):
+    """The AT&T (ORL) faces npz (40 x 10, 112 x 92): identities s1-s28 train, s29-s40 verify (every pair of
+    their 120 images; rank-1 with image 1 of each as the gallery)."""
+
+    name: Literal["att"]
+    path: str | None = None  # default $STUDY_DATA/att_faces/att_faces.npz
+
+
+class IdentityFolderData(_FaceTree):
+    """A tree `root/<identity>/<image files>` (CASIA-WebFace, VGGFace2 style; no split folders): `verify`
+    identities (a seeded choice among those with >= 2 images, or names) are held out for verification, every
+    pair of their images (or `max_pairs` of each kind); rank-1 with each one's first image as the gallery."""
+
+    name: Literal["identityfolder"]
+    root: str
+    verify: PositiveInt | Annotated[list[str], Field(min_length=2)]
+    split_seed: NonNegativeInt = 0  # the seeded choice of verification (and counted training) identities
+    max_pairs: PositiveInt | None = None  # per kind (same, different): a seeded sample; None: every pair
+
+
+FACE_DATASETS = ("lfw", "att", "identityfolder")
+
 DatasetSpec = Annotated[
-    DigitsData | MedmnistData | Cifar10Data | Cifar100Data | ImageFolderData | NpzData,
+    DigitsData | MedmnistData | Cifar10Data | Cifar100Data | ImageFolderData | NpzData | LfwData | AttData
+    | IdentityFolderData,
     Field(discriminator="name"),
-]
+]  # fmt: skip
 DATASET_SPECS: dict[str, type[Strict]] = {
     "digits": DigitsData,
     "medmnist": MedmnistData,
@@ -97,25 +149,34 @@ DATASET_SPECS: dict[str, type[Strict]] = {
     "cifar100": Cifar100Data,
     "imagefolder": ImageFolderData,
     "npz": NpzData,
+    "lfw": LfwData,
+    "att": AttData,
+    "identityfolder": IdentityFolderData,
 }
 
 
 # Options that say where a canonical dataset lives, not what it is: moving the files keeps every key.
-_LOCATION_OPTIONS = {"root"}
-_CANONICAL = {"digits", "medmnist", "cifar10", "cifar100"}
+_LOCATION_OPTIONS = {"root", "path"}
+_CANONICAL = {"digits", "medmnist", "cifar10", "cifar100", "att"}
+_PATHS = {"npz": ("path",), "lfw": ("root", "pairs")}  # the files that are the data; others: `root`
 
 
 def dataset_identity(spec) -> dict:
-    """What a dataset *is*, for keys: its options minus local paths for canonical datasets; for npz and
-    imagefolder the resolved path is part of the identity (a different file is different data)."""
+    """What a dataset *is*, for keys: its options minus local paths for canonical datasets; for npz, imagefolder
+    and the face trees the resolved paths are part of the identity (a different file is different data)."""
     d = spec.model_dump(mode="json", exclude_none=True)
     if spec.name in _CANONICAL:
         d = {k: v for k, v in d.items() if k not in _LOCATION_OPTIONS}
     else:
-        field = "path" if spec.name == "npz" else "root"
-        d[field] = str(Path(d[field]).expanduser().resolve())
+        for field in _PATHS.get(spec.name, ("root",)):
+            d[field] = str(Path(d[field]).expanduser().resolve())
     d.pop("flip", None)  # flips change training, not the data; stages that flip key on it themselves
     return d
+
+
+def is_face(spec) -> bool:
+    """A face (verification) dataset: training identities as classes, verification pairs of other identities."""
+    return spec.name in FACE_DATASETS
 
 
 def dataset_label(spec) -> str:
@@ -452,6 +513,41 @@ class GeneratorSpec(Strict):
 # --- classifier --------------------------------------------------------------------------------------
 
 
+MarginLoss = Literal["arcface", "cosface", "adaface", "softmax"]
+# scale s and margin m of each loss as its paper trains faces: ArcFace (Deng et al. 2019) s 64, m 0.5; CosFace
+# (Wang et al. 2018) s 64, m 0.35; AdaFace (Kim et al. 2022) s 64, m 0.4 (h 0.333). softmax: a plain linear layer.
+MARGIN_DEFAULTS = {"arcface": (64.0, 0.5), "cosface": (64.0, 0.35), "adaface": (64.0, 0.4), "softmax": (None, None)}
+
+
+class EmbeddingSpec(Strict):
+    """A face embedding model (study.models.embedding): the classifier's backbone, then an embedding layer
+    (BN, dropout, linear, BN) and a margin-loss head over the training identities (and any new identities the
+    synthetic set adds). Verification compares L2-normalised embeddings by cosine similarity."""
+
+    dim: PositiveInt = 128
+    loss: MarginLoss = "arcface"
+    scale: Annotated[float, Field(gt=0)] | None = None  # s; None: the loss's default (MARGIN_DEFAULTS)
+    margin: Annotated[float, Field(ge=0, lt=1.5)] | None = None  # m; None: the loss's default
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # before the embedding's linear layer
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data):
+        # Resolved before keys are taken, so a key always holds the s and m that trained the model.
+        if isinstance(data, dict):
+            scale, margin = MARGIN_DEFAULTS.get(data.get("loss", "arcface"), (None, None))  # unknown loss: named below
+            data = {"scale": scale, "margin": margin, **{k: v for k, v in data.items() if v is not None}}
+        return data
+
+    @model_validator(mode="after")
+    def _softmax_has_no_margin(self):
+        if self.loss == "softmax" and (self.scale is not None or self.margin is not None):
+            raise ValueError(
+                "`scale` and `margin` belong to the margin losses (arcface, cosface, adaface), not softmax"
+            )
+        return self
+
+
 class ClassifierSpec(Strict):
     arch: str = "resnet18"  # any timm model name; small-image stems are applied for 8-64 px inputs
     steps: PositiveInt | None = 4000  # fixed optimisation budget (adding data must not add compute)
@@ -473,13 +569,16 @@ class ClassifierSpec(Strict):
     eval_batch_size: PositiveInt = 512  # does not change results, not keyed
     # Extra keyword arguments for timm.create_model, e.g. {drop_rate: 0.1} or {zero_init_last: false}.
     model_kwargs: dict[str, Any] = {}
+    embedding: EmbeddingSpec | None = None  # face datasets: an embedding model with a margin loss (the default)
 
     @model_serializer(mode="wrap")
-    def _omit_empty_model_kwargs(self, handler):
-        # Left out when empty, so specs written before the field existed keep their keys (and caches).
+    def _omit_empty_options(self, handler):
+        # Left out when empty, so specs written before the fields existed keep their keys (and caches).
         data = handler(self)
         if not self.model_kwargs:
             data.pop("model_kwargs", None)
+        if self.embedding is None:
+            data.pop("embedding", None)
         return data
 
     @model_validator(mode="after")
@@ -563,6 +662,17 @@ class Grid(Strict):
                 raise ValueError(f"arm name {arm!r} must match {NAME_PATTERN} and not be one of {RESERVED_ARMS}")
         return generators
 
+    @model_validator(mode="before")
+    @classmethod
+    def _faces_train_embeddings(cls, data):
+        # A face dataset trains an embedding model unless `classifier.embedding: null` asks for a plain classifier
+        # (whose penultimate features are then compared).
+        if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
+            clf = data.get("classifier", {})
+            if data["dataset"].get("name") in FACE_DATASETS and isinstance(clf, dict) and "embedding" not in clf:
+                data = {**data, "classifier": {**clf, "embedding": {}}}
+        return data
+
     @model_validator(mode="after")
     def _synthetic_needed(self):
         if self.generators and self.synthetic is None:
@@ -576,4 +686,23 @@ class Grid(Strict):
             raise ValueError(
                 f"analysis.published is {named!r} but the dataset is {label!r}, a published setting itself"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _faces_fit(self):
+        need = max(self.real.base) + max(self.real.extra, default=0)
+        have = getattr(self.dataset, "min_images", None)
+        if have is not None and need > have:
+            raise ValueError(
+                f"real.base + real.extra ask for {need} images per identity but dataset.min_images is {have}: "
+                f"identities with fewer could not supply them (set dataset.min_images: {need} or more)"
+            )
+        emb = self.classifier.embedding
+        if emb is not None and emb.loss != "softmax":
+            soft = [arm for arm, g in self.generators.items() if g.sample.mixing and g.sample.label_policy == "soft"]
+            if soft:
+                raise ValueError(
+                    f"generators {soft}: `labels: soft` has no target for the margin loss {emb.loss!r}; use "
+                    "`labels: new-class` (mixed identities, the papers' recipe) or `dominant`, or `loss: softmax`"
+                )
         return self

@@ -196,7 +196,17 @@ class ImageClassifier(nn.Module):
 
 
 def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, resolution: int) -> ImageClassifier:
-    """A freshly initialised timm model `spec.arch` (global RNG: seed it first) with `num_classes` outputs."""
+    """A freshly initialised timm model `spec.arch` (global RNG: seed it first) with `num_classes` outputs; with
+    `spec.embedding`, a face embedding model with a margin-loss head over them (study.models.embedding)."""
+    if spec.embedding is not None:
+        from study.models.embedding import build_embedding_model  # it imports this module
+
+        return build_embedding_model(spec, num_classes, channels, resolution)
+    return ImageClassifier(build_network(spec, num_classes, channels, resolution), num_classes, channels, resolution)
+
+
+def build_network(spec: ClassifierSpec, num_classes: int, channels: int, resolution: int) -> nn.Module:
+    """The timm network `spec.arch` with the small-image stem where it applies; `num_classes` 0: pooled features."""
     if not timm.is_model(spec.arch):
         close = timm.list_models(f"*{spec.arch.replace('-', '*')[:12]}*")[:10]
         raise ModelSpecError(
@@ -214,7 +224,7 @@ def build_classifier(spec: ClassifierSpec, num_classes: int, channels: int, reso
     small = spec.stem == "small" or (spec.stem == "auto" and resolution <= SMALL_STEM_MAX_PX)
     if small and spec.arch != "study_cnn":  # study_cnn's stem is already 3x3 stride 1
         net = apply_small_stem(net, spec.arch)
-    return ImageClassifier(net, num_classes, channels, resolution)
+    return net
 
 
 # --- batches ---------------------------------------------------------------------------------------------
@@ -416,6 +426,12 @@ def train_classifier(
     if not (mix == "uniform" or isinstance(mix, FractionMix)):
         raise ValueError(f"classifier.mix: expected 'uniform' or {{fraction: p}}, got {mix!r}")
     images, targets, num_outputs = training_pool(real, synthetic, num_classes)
+    margin = spec.embedding is not None and spec.embedding.loss != "softmax"
+    if margin and synthetic is not None and synthetic.soft is not None:
+        raise ValueError(
+            f"synthetic: soft targets have no single class for the {spec.embedding.loss} margin; label mixed images "
+            "`new-class` or `dominant`, or use `classifier.embedding.loss: softmax`"
+        )
     n_real, n_syn = len(real), len(images) - len(real)
     batch_rng = torch.Generator().manual_seed(derive_seed(seed, "classifier-batches"))
     batches = BatchSampler(n_real, n_syn, spec.batch_size, mix, batch_rng)
@@ -447,7 +463,8 @@ def train_classifier(
             x = augment(images[idx], augment_rng, pad, flip) if spec.augment else images[idx]
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast(dev, precision.name):
-                logits = model(x)
+                # A margin head (study.models.embedding) needs each image's class: the margin goes on its logit.
+                logits = model(x, targets[idx].argmax(1).to(dev)) if margin else model(x)
             loss = F.cross_entropy(logits.float(), targets[idx].to(dev), label_smoothing=spec.label_smoothing)
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):

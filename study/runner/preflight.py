@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.data.datasets import Dataset, DatasetError, load_dataset, real_indices
-from study.data.sources import OpenSetError, map_classes
+from study.data.sources import OpenSetError, check_no_verification_identities, map_classes
 from study.errors import StudyInputError
 from study.grid import OtherDataset, dataset_label
 from study.hub import offline
@@ -59,7 +59,8 @@ def check_sources(grid, ds: Dataset, cache_dir: str | Path | None = None) -> Non
             label = dataset_label(gen.train_on.dataset)
             try:
                 other = load_dataset(gen.train_on.dataset, cache_dir=cache_dir)
-                map_classes(other.class_names, ds.class_names, gen.train_on.classes, label)
+                table = map_classes(other.class_names, ds.class_names, gen.train_on.classes, label)
+                check_no_verification_identities(ds, other.class_names, table, label)
             except OpenSetError as exc:
                 raise OpenSetError(f"{where}.{exc}") from None
             except DatasetError as exc:
