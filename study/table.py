@@ -8,7 +8,7 @@ equivalence analysis and the report read it through `read_cells` / `upgrade`. Ne
 
 Counts are nullable integers (`Int64`: empty where unknown, e.g. for a failed cell whose class count was not
 known yet); text columns are strings ("" or empty where they do not apply); metrics and diagnostics are floats
-(NaN where a cell has none).
+(NaN where a cell has none); identity_disjoint is a nullable boolean.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 @dataclass(frozen=True)
 class Column:
     name: str
-    dtype: str  # "string" | "Int64" | "float64"
+    dtype: str  # "string" | "Int64" | "float64" | "boolean"
     meaning: str
     required: bool = False  # the equivalence analysis needs it (every table since the first has it)
 
@@ -86,12 +86,38 @@ _COLUMNS = (
     Column("fid", "float64", "standard FID (Inception-v3), only with local weights"),
     Column("diagnostics_key", "string", "the sample set's diagnostics artifact at this base"),
     Column("diagnostics_error", "string", "why the diagnostics stage failed (the cell itself is unaffected)"),
+    # Face verification (face datasets: study.data.faces, study.verification): the classifier's embeddings scored on
+    # pairs of identities it never saw. `<metric>_n` is each metric's noise model, the effective number of binomial
+    # trials (pairs for pair accuracy; p (1 - p) / Var from a bootstrap over pairs for AUC, 1 - EER and TAR).
+    Column("verif_auc", "float64", "verification ROC AUC (cosine similarity of pair embeddings)"),
+    Column("verif_eer", "float64", "equal error rate (FAR = 1 - TAR on the interpolated ROC)"),
+    Column("verif_acc", "float64", "pair accuracy, LFW protocol: threshold from the other folds, mean over folds"),
+    Column("tar_at_far_1e-1", "float64", "TAR at FAR = 0.1"),
+    Column("tar_at_far_1e-2", "float64", "TAR at FAR = 0.01 (empty when below the FAR resolution)"),
+    Column("tar_at_far_1e-3", "float64", "TAR at FAR = 0.001 (empty when below the FAR resolution)"),
+    Column("verif_auc_n", "float64", "verif_auc's effective binomial trials (bootstrap over pairs)"),
+    Column("verif_eer_n", "float64", "1 - verif_eer's effective binomial trials (bootstrap over pairs)"),
+    Column("verif_acc_n", "float64", "verif_acc's binomial trials: the number of pairs"),
+    Column("tar_at_far_1e-1_n", "float64", "tar_at_far_1e-1's effective binomial trials (bootstrap over pairs)"),
+    Column("tar_at_far_1e-2_n", "float64", "tar_at_far_1e-2's effective binomial trials (bootstrap over pairs)"),
+    Column("tar_at_far_1e-3_n", "float64", "tar_at_far_1e-3's effective binomial trials (bootstrap over pairs)"),
+    Column("verif_acc_se", "float64", "standard error of verif_acc over folds (LFW's +-: sigma / sqrt(folds))"),
+    Column("rank1", "float64", "rank-1 identification of probes against a gallery of the verification identities"),
+    Column("n_verif_pairs", "Int64", "verification pairs (n_pairs counts a sample set's mixed class pairs)"),
+    Column("n_same", "Int64", "same-identity verification pairs"),
+    Column("n_different", "Int64", "different-identity verification pairs"),
+    Column("far_resolution", "float64", "1 / n_different: the smallest measurable FAR"),
+    Column("n_verif_identities", "Int64", "identities the verification pairs are drawn from"),
+    Column("identity_disjoint", "boolean", "no training identity is a verification identity (asserted on load)"),
+    Column("verif_protocol", "string", "the pairs (file, view, folds) and how pair accuracy chose its threshold"),
 )
 SCHEMA: dict[str, Column] = {c.name: c for c in _COLUMNS}
 COLUMNS: list[str] = list(SCHEMA)
 REQUIRED: list[str] = [c.name for c in _COLUMNS if c.required]
 # The values read from a sample set's diagnostics.json (the columns from mem_frac to fid).
 DIAGNOSTIC_COLUMNS: list[str] = COLUMNS[COLUMNS.index("mem_frac") : COLUMNS.index("fid") + 1]
+# The values read from a face cell's metrics.json (study.models.embedding.verify; its n_pairs is n_verif_pairs).
+VERIFICATION_COLUMNS: list[str] = COLUMNS[COLUMNS.index("verif_auc") : COLUMNS.index("verif_protocol") + 1]
 # Columns renamed since the first tables: old name -> new name (`upgrade` maps them on read).
 RENAMED = {"mix_a": "pair_weight_i", "mix_b": "pair_weight_j"}
 
@@ -105,8 +131,8 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for name, col in SCHEMA.items():
         values = df[name] if name in df.columns else pd.Series(index=df.index, dtype=col.dtype)
-        if col.dtype == "string":
-            out[name] = values.astype("string")
+        if col.dtype in ("string", "boolean"):
+            out[name] = values.astype(col.dtype)
         else:
             out[name] = pd.to_numeric(values, errors="raise").astype(col.dtype)
     return out

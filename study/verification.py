@@ -9,7 +9,7 @@ scikit-learn, no torch (SCIENCE.md section 4).
 Conventions (they matter when comparing with published numbers):
 - ROC: `far` (false accept rate) is the share of different-identity pairs with score >= t, `tar` (true accept
   rate) the share of same-identity pairs with score >= t, over every threshold t (scikit-learn's `roc_curve`,
-  ties grouped). `verif_auc` is the area under it (`roc_auc_score`).
+  ties grouped). `verif_auc` is the area under it (the trapezoid rule over every point: `roc_auc_score`).
 - EER: the rate where FAR = 1 - TAR on the ROC linearly interpolated between its points (the root of
   1 - x - tar(x), as FaceNet's evaluation computes it).
 - TAR@FAR=f: the largest TAR among thresholds whose FAR <= f. Only FARs of k / n_negatives exist, so f is
@@ -30,7 +30,7 @@ bootstrap over pairs (positives and negatives redrawn separately, so their count
 number of pairs and floored at 1. Pairs sharing images or identities are not independent, so both understate
 the variance somewhat; the analysis adds the seed-to-seed scatter on top (its dispersion phi).
 
-Cost: milliseconds for the metrics; the bootstrap is n_boot ROC computations (~0.3 s for 200 over 6000 pairs).
+Cost: milliseconds for the metrics; the bootstrap is n_boot ROC computations (~1 s for 200 over 7000 pairs).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import math
 import numpy as np
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_curve
 
 FARS = (1e-1, 1e-2, 1e-3)  # the TAR@FAR operating points reported per cell
 FOLDS = 10  # LFW's protocol
@@ -157,7 +157,8 @@ def pair_accuracy(scores, same, folds=None, seed: int = 0) -> dict:
 
 def _point_metrics(scores: np.ndarray, same: np.ndarray, n_negatives: int) -> dict:
     far, tar, _ = roc_curve(same, scores, drop_intermediate=False)
-    out = {"verif_auc": float(roc_auc_score(same, scores)), "verif_eer": equal_error_rate(far, tar)}
+    # The trapezoid under the full ROC (ties grouped) is roc_auc_score, without computing the curve twice.
+    out = {"verif_auc": float(auc(far, tar)), "verif_eer": equal_error_rate(far, tar)}
     for f, column in zip(FARS, TAR_COLUMNS, strict=True):
         out[column] = tar_at_far(far, tar, f, n_negatives)
     return out

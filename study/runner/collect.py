@@ -29,8 +29,9 @@ from study.store import (
     atomic_write_json,
     read_json,
 )
-from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, conform
+from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, VERIFICATION_COLUMNS, conform
 
+ROC = "roc.csv"  # beside cells.csv: every face cell's ROC (TAR at log-spaced FARs), for the report
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
 
@@ -92,6 +93,8 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
     }
     if metrics:
         row |= {m: metrics.get(m) for m in ("test_acc", "test_bacc", "test_auc", "test_nll", "test_ece", "n_test")}
+        if "verif_auc" in metrics:
+            row |= {m: metrics.get(m) for m in VERIFICATION_COLUMNS} | {"n_verif_pairs": metrics.get("n_pairs")}
         row["seconds"] = store.done_info(node.art)["seconds"]
     if "samples" in node.art.config:
         row |= _synthetic_fields(plan, store, node.art.config["samples"])
@@ -130,6 +133,16 @@ def _synthetic_fields(plan: Plan, store: Store, samples_key: str) -> dict:
     }
 
 
+def collect_roc(plan: Plan, store: Store, cells: pd.DataFrame) -> pd.DataFrame:
+    """The stored ROC of every done face cell, long: cell, far, tar (NaN below the FAR resolution)."""
+    frames = []
+    for cell, key in zip(cells["cell"], cells["cell_key"], strict=True):
+        metrics = read_json(store.path(plan.nodes[key].art) / METRICS) or {}
+        if "roc" in metrics:
+            frames.append(pd.DataFrame({"cell": cell, **metrics["roc"]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["cell", "far", "tar"])
+
+
 def known_num_classes(plan: Plan, store: Store) -> int | None:
     """The class count from any finished classifier or reference (None when nothing is done yet)."""
     for node in plan.nodes.values():
@@ -155,6 +168,9 @@ def write_table(plan: Plan, store: Store, results_dir: Path, n_classes: int | No
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         atomic_write_bytes(results_dir / "cells.parquet", buf.getvalue())
+        done = df[df["status"] == "done"]
+        if done["verif_auc"].notna().any():
+            atomic_write_bytes(results_dir / ROC, collect_roc(plan, store, done).to_csv(index=False).encode())
         atomic_write_json(results_dir / "plan.json", {
             "name": plan.grid.name,
             "cells": len(plan.cells),

@@ -77,7 +77,7 @@ def train_and_score(
     """Train the grid's classifier on `real` (+ `synthetic`, batches mixed by `mix`), save it when `save` (its
     embedding space serves pair selection and the conditional-accuracy diagnostic), and return its test
     metrics with the training stats, as metrics.json holds them."""
-    from study.models.classifier import evaluate, save_classifier, train_classifier
+    from study.models.classifier import save_classifier, train_classifier
 
     spec = ctx.grid.classifier
     model, stats = train_classifier(
@@ -86,7 +86,7 @@ def train_and_score(
     )  # fmt: skip
     if save:
         save_classifier(model, spec, out, num_classes=ds.num_classes)
-    metrics = evaluate(model, ds.test, ds.num_classes, device=ctx.device)
+    metrics = evaluate_model(model, ds, ctx.device)
     return {**metrics, "train": stats, "num_classes": ds.num_classes}
 
 
@@ -95,6 +95,22 @@ def build_reference(node: Node, ctx: Context, out: Path) -> dict:
     metrics = train_and_score(ctx, ds, ds.train, out, seed=derive_seed("reference", node.key), save=True)
     atomic_write_json(out / METRICS, metrics)
     return {"train": metrics["train"]}
+
+
+def evaluate_model(model, ds: Dataset, device: str) -> dict:
+    """Test-split metrics (study.models.classifier.evaluate) and, for a face dataset, verification on its other
+    identities (study.models.embedding.verify: verif_*, tar_at_far_*, rank1, the ROC). Every cell uses the same
+    pair folds and bootstrap draws (seed 0): cells differ only by their model."""
+    from study.models.classifier import evaluate
+
+    out = {} if ds.test is None else evaluate(model, ds.test, ds.num_classes, device=device)
+    if ds.verification is not None:
+        from study.models.embedding import verify
+
+        out |= verify(model, ds.verification, device=device, seed=0)
+        # Asserted when the dataset was loaded (study.data.faces); recorded with every result.
+        out["identity_disjoint"] = not set(ds.class_names) & set(ds.verification.names)
+    return out
 
 
 def build_generator(node: Node, ctx: Context, out: Path) -> dict:
