@@ -8,6 +8,7 @@ import torch
 
 from study.data.datasets import Split, Verification
 from study.grid import ClassifierSpec, EmbeddingSpec
+from study.keys import derive_seed
 from study.models.classifier import build_classifier, load_classifier, predict_proba, save_classifier, train_classifier
 from study.models.embedding import EmbeddingModel, MarginHead, verify
 
@@ -89,8 +90,12 @@ def test_new_identities_extend_the_head_and_verification_runs(tmp_path):
     real = _faces(4, 6, seed=0)
     mixed = _faces(3, 5, seed=1)
     synthetic = Split(mixed.images, mixed.labels + 4)  # labels: new-class -> identities 4, 5, 6
+    torch.manual_seed(derive_seed(0, "classifier-init"))  # the initial weights train_classifier starts from
+    initial = build_classifier(spec, 7, 1, 8).state_dict()
     model, stats = train_classifier(spec, real, 4, seed=0, flip=False, synthetic=synthetic)
     assert stats["num_outputs"] == 7 and model.head.weight.shape == (7, 16)
+    for name in ("head.weight", "embed.2.weight", "net.stem.conv.weight"):  # every part is trained
+        assert not torch.equal(model.state_dict()[name], initial[name]), name
     assert predict_proba(model, real.images, 4).shape == (24, 4)  # the judge's view: training identities only
     save_classifier(model, spec, tmp_path, num_classes=4)
     again = load_classifier(tmp_path)

@@ -108,3 +108,22 @@ def test_bad_input_is_named():
         v.verification_metrics([0.1, 0.2], [True, True])
     with pytest.raises(ValueError, match="not finite"):
         v.roc([0.1, np.nan], [True, False])
+
+
+def test_analysis_metrics_are_the_table_columns():
+    import pandas as pd
+
+    from study.analysis.metric import MetricError, on_metric
+    from study.grid import ANALYSIS_METRICS
+
+    assert {m for m, spec in ANALYSIS_METRICS.items() if spec.verification} == set(v.METRIC_COLUMNS)
+    cells = pd.DataFrame({"cell": ["a", "b"], "status": ["done", "failed"], "test_acc": [None, None],
+                          "n_test": [None, None], "verif_eer": [0.25, None], "verif_eer_n": [812.4, None]})  # fmt: skip
+    view = on_metric(cells, "verif_eer")
+    assert view["test_acc"].iloc[0] == 0.75 and view["n_test"].iloc[0] == 812  # 1 - EER, whole trials
+    assert view["metric"].iloc[0] == "verif_eer"
+    with pytest.raises(MetricError, match="no column"):
+        on_metric(cells, "verif_auc")
+    cells.loc[0, "verif_eer"] = None
+    with pytest.raises(MetricError, match="1 done cells have no verif_eer"):
+        on_metric(cells, "verif_eer")

@@ -8,6 +8,7 @@ Never imports torch: the report and `--dry-run` load grids without it.
 from study.grid.cells import Cell, expand
 from study.grid.load import deep_merge, expand_vars, load_grid, validate_grid
 from study.grid.schema import (
+    ANALYSIS_METRICS,
     EDM_DEFAULTS,
     FACE_DATASETS,
     MARGIN_DEFAULTS,
@@ -43,6 +44,7 @@ from study.grid.schema import (
     LfwData,
     MarginLoss,
     MedmnistData,
+    MetricColumn,
     MixSpec,
     ModelSpec,
     NonNegativeInt,
@@ -66,6 +68,7 @@ from study.grid.schema import (
 )
 
 __all__ = [
+    "ANALYSIS_METRICS",
     "AnalysisSpec",
     "AttData",
     "AugGenSearch",
@@ -96,6 +99,7 @@ __all__ = [
     "MIXING_KEYS",
     "MarginLoss",
     "MedmnistData",
+    "MetricColumn",
     "MixSpec",
     "ModelSpec",
     "NAME_PATTERN",

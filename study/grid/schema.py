@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -529,6 +530,7 @@ class EmbeddingSpec(Strict):
     scale: Annotated[float, Field(gt=0)] | None = None  # s; None: the loss's default (MARGIN_DEFAULTS)
     margin: Annotated[float, Field(ge=0, lt=1.5)] | None = None  # m; None: the loss's default
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # before the embedding's linear layer
+    pool: Literal["flatten", "avg"] = "flatten"  # the last feature map flattened (ArcFace's E), or averaged
 
     @model_validator(mode="before")
     @classmethod
@@ -594,11 +596,42 @@ class ClassifierSpec(Strict):
 PublishedSetting = Literal["cifar10", "bloodmnist", "imagenet100"]  # study.analysis.published.PUBLISHED's settings
 
 
+@dataclass(frozen=True)
+class MetricColumn:
+    """A cells.csv column the equivalence analysis can be run on, with its noise model: `trials` names the column
+    holding its effective number of binomial trials (the test images for accuracy; pairs for pair accuracy; for
+    AUC, EER and TAR a bootstrap's p (1 - p) / Var, study.verification). EER is analysed as 1 - EER."""
+
+    trials: str
+    higher_is_better: bool
+    label: str
+    verification: bool  # measured on a face dataset's verification pairs (else on a test split)
+
+
+ANALYSIS_METRICS = {
+    "test_acc": MetricColumn("n_test", True, "test accuracy", False),
+    "verif_acc": MetricColumn("verif_acc_n", True, "pair accuracy", True),
+    "verif_auc": MetricColumn("verif_auc_n", True, "verification AUC", True),
+    "verif_eer": MetricColumn("verif_eer_n", False, "EER", True),
+    **{f"tar_at_far_{f}": MetricColumn(f"tar_at_far_{f}_n", True, f"TAR@FAR={f}", True) for f in ("1e-1", "1e-2", "1e-3")},
+}  # fmt: skip
+
+
 class AnalysisSpec(Strict):
     # The source paper's setting this grid reproduces, for its published closed-form constants (SCIENCE.md 1).
     # None: matched by the dataset itself (cifar10; medmnist flavor bloodmnist); an npz file or an image folder
     # has to be named here.
     published: PublishedSetting | None = None
+    # What the equivalence analysis measures beta and k on: a cells.csv metric column (ANALYSIS_METRICS); None:
+    # `test_acc` for classification grids, `verif_acc` (LFW pair accuracy) for face grids.
+    metric: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric):
+        if metric is not None and metric not in ANALYSIS_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {list(ANALYSIS_METRICS)}")
+        return metric
 
 
 # --- sample-set diagnostics (study.sampling.diagnostics) ----------------------------------------------
@@ -648,11 +681,16 @@ class Grid(Strict):
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
     device: str = "auto"  # auto | cpu | cuda | cuda:N; never part of a key
-    analysis: AnalysisSpec = AnalysisSpec()
+    analysis: AnalysisSpec = AnalysisSpec()  # never part of a key: it reads the table
     smoke: dict[str, Any] | None = None  # deep-merged over the grid by --smoke
 
     _sorted = field_validator("seeds")(_distinct_sorted)
     _device = field_validator("device")(check_device)
+
+    @property
+    def metric(self) -> str:
+        """The column the equivalence analysis runs on (`analysis.metric`, or the dataset kind's default)."""
+        return self.analysis.metric or ("verif_acc" if is_face(self.dataset) else "test_acc")
 
     @field_validator("generators")
     @classmethod
@@ -697,6 +735,10 @@ class Grid(Strict):
                 f"real.base + real.extra ask for {need} images per identity but dataset.min_images is {have}: "
                 f"identities with fewer could not supply them (set dataset.min_images: {need} or more)"
             )
+        metric = self.analysis.metric
+        if metric is not None and ANALYSIS_METRICS[metric].verification != is_face(self.dataset):
+            what = "a face dataset's verification pairs" if is_face(self.dataset) else "a test split"
+            raise ValueError(f"analysis.metric: {metric!r} is not measured on {what} (dataset {self.dataset.name!r})")
         emb = self.classifier.embedding
         if emb is not None and emb.loss != "softmax":
             soft = [arm for arm, g in self.generators.items() if g.sample.mixing and g.sample.label_policy == "soft"]

@@ -22,7 +22,8 @@ Heads, with cos theta_j = <e/|e|, w_j/|w_j|> for embedding e and class weight w_
 - softmax: a plain linear layer (with bias) on the unnormalised embedding.
 At evaluation (no labels) every margin head returns s cos theta_j (class probabilities for the reference judge).
 
-Embedding layer: BN, dropout, linear, BN over the backbone's pooled features (ArcFace's "E" output).
+Embedding layer: BN, dropout, linear, BN over the backbone's last feature map, flattened (ArcFace's "E" output:
+faces are aligned, so where a feature is matters; `pool: avg` uses the globally pooled features instead).
 Cost: the backbone's (study.models.classifier); the head adds dim x classes multiply-adds per image.
 """
 
@@ -100,15 +101,26 @@ class EmbeddingModel(ImageClassifier):
 
     def __init__(self, net: nn.Module, spec: EmbeddingSpec, num_outputs: int, channels: int, resolution: int):
         super().__init__(net, num_outputs, channels, resolution)
-        width = net.num_features
+        self.pool = spec.pool
+        if spec.pool == "flatten":  # the last feature map's size at this resolution, from one dry run
+            with torch.no_grad():
+                width = net.eval().forward_features(torch.zeros(1, channels, resolution, resolution)).numel()
+            net.train()
+        else:
+            width = net.num_features
         self.embed = nn.Sequential(
             nn.BatchNorm1d(width), nn.Dropout(spec.dropout), nn.Linear(width, spec.dim), nn.BatchNorm1d(spec.dim)
         )
         self.head = MarginHead(spec.dim, num_outputs, spec)
 
+    def trained(self) -> nn.Module:
+        return self  # the backbone, the embedding layer and the head
+
     def embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised embeddings (N, dim)."""
-        return self.embed(self.net(self._normalize(images)))
+        x = self._normalize(images)
+        x = self.net.forward_features(x).flatten(1) if self.pool == "flatten" else self.net(x)
+        return self.embed(x)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.embeddings(images), labels)
