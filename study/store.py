@@ -64,6 +64,9 @@ UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
 TRAIN_STATS, PRETRAINED_META = "train_stats.json", "pretrained.json"
 SAMPLES, SAMPLES_META, PREVIEW = "samples.safetensors", "samples.json", "preview.png"
 DIAGNOSTICS, NEAREST = "diagnostics.json", "nearest.png"  # the diagnostics stage (study.sampling.diagnostics)
+# Beside cells.csv in results/<name>/ (study.runner.collect writes it, study.report reads it): every face cell's
+# ROC, long (cell, far, tar: TAR at log-spaced FARs from the protocol's resolution to 1).
+ROC_CURVES = "roc.csv"
 KEY_CHARS = 12  # hex digits of the key in a directory name
 
 

@@ -18,6 +18,7 @@ study.analysis (estimators, equivalence).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -27,11 +28,12 @@ import pandas as pd
 
 from study.analysis import equivalence
 from study.analysis.estimators import CELL_KEYS, paired_gains, summarise
+from study.analysis.metric import MetricError, grid_metric, metric_label, on_metric
 from study.report import diagnostics as sample_set_diagnostics
-from study.report import plots
+from study.report import plots, verification
 from study.report.estimates import accuracy_section, closed_form_section, headline, methods, rate_section
 from study.report.inputs import ReportError, Results, locate, n_classes_of
-from study.report.markdown import FIGURES, in_arm_order
+from study.report.markdown import FIGURES, capitalised, in_arm_order
 from study.report.planning import planning_section
 from study.report.provenance import provenance_section
 from study.report.sections import (
@@ -44,7 +46,7 @@ from study.report.sections import (
     strategy_diagnostics,
     strategy_section,
 )
-from study.store import atomic_write_text
+from study.store import ROC_CURVES, atomic_write_text
 
 __all__ = ["FIGURES", "ReportError", "Results", "locate", "main", "write_report"]
 
@@ -53,8 +55,16 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
     """Run the analysis, draw the figures and write `out/report.md`; returns its path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES.values():  # a figure this run cannot draw must not survive from an earlier run
+    for name in [*FIGURES.values(), verification.FIGURE]:  # a figure not drawn now must not survive from before
         (out / name).unlink(missing_ok=True)
+    # Everything below reads test_acc / n_test: the grid's analysed metric as a proportion over its effective
+    # binomial trials (study.analysis.metric; test accuracy itself for classification grids).
+    metric = grid_metric((res.plan or {}).get("grid"), res.cells)
+    try:
+        res = dataclasses.replace(res, cells=on_metric(res.cells, metric))
+    except MetricError as exc:
+        raise ReportError(f"{res.results_dir / 'cells.csv'}: {exc}") from None
+    label = metric_label(metric)
     done = res.cells[res.cells["status"] == "done"].copy()
     arms = list(dict.fromkeys([a for a in plots.REAL_ARMS if a in set(res.cells["arm"])] + list(res.cells["arm"])))
     palette = plots.arm_palette(arms)
@@ -72,22 +82,28 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
         md += ["No cell is done yet: nothing to analyse.", "## Failed cells", *failed_cells(res.cells),
                "## Provenance", *provenance_section(res)]  # fmt: skip
         return _write(out, md)
-    md += ["## Headline", *headline(eq, eq_error, synthetic, level)]
-    md += ["## Accuracy vs training-set size", *accuracy_section(done, summary, palette, eq, n_classes, out, level)]
+    md += ["## Headline", *headline(eq, eq_error, synthetic, level, metric)]
+    md += [f"## {'Accuracy' if metric == 'test_acc' else capitalised(label)} vs training-set size",
+           *accuracy_section(done, summary, palette, eq, n_classes, out, level, label)]  # fmt: skip
     if synthetic:
         md += ["## Exchange rate: synthetic images per real image", *rate_section(eq, eq_error, palette, kinds, out,
                                                                                    level)]  # fmt: skip
         md += ["## Equivalence curves and the closed form",
                *closed_form_section(eq, eq_error, palette, kinds, n_classes, out)]  # fmt: skip
         md += ["## Planning", *planning_section(eq, res.results_dir, level)]
-        md += ["## Strategy comparison", *strategy_section(gains, palette, kinds, out, level)]
+        md += ["## Strategy comparison", *strategy_section(gains, palette, kinds, out, level, label)]
         md += strategy_diagnostics(in_arm_order(done, arms), level)
         md += ["## Synthetic samples", *samples_section(res, done, palette, n_classes, out)]
         md += ["## Generator diagnostics vs downstream gain", *diagnostics_section(per_seed, palette, out, level)]
         md += ["## Why did synthetic data help or not?",
                *sample_set_diagnostics.section(done, getattr(eq, "per_cell", None), getattr(eq, "fit", None),
                                                palette, out, level)]  # fmt: skip
-    md += ["## Per-cell results", *per_cell_table(summary, level)]
+    if verification.is_verification(done):
+        roc = res.results_dir / ROC_CURVES
+        md += ["## Verification on unseen identities",
+               *verification.verification_section(done, pd.read_csv(roc) if roc.exists() else None, palette, out,
+                                                  level)]  # fmt: skip
+    md += ["## Per-cell results", *per_cell_table(summary, level, label if metric != "test_acc" else "accuracy")]
     md += ["## Failed cells", *failed_cells(res.cells)]
     md += ["## Provenance", *provenance_section(res)]
     md += ["## Methods", *methods(eq, level, n_boot, bool(synthetic))]

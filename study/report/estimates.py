@@ -11,14 +11,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study.analysis.metric import metric_label
 from study.analysis.published import SETTINGS, SOURCE
+from study.grid import ANALYSIS_METRICS
 from study.report import plots
-from study.report.markdown import figure, fmt, fmt_ci, fmt_interval, in_arm_order, md_table, plural, with_reason
+from study.report.markdown import (
+    capitalised,
+    figure,
+    fmt,
+    fmt_ci,
+    fmt_interval,
+    in_arm_order,
+    md_table,
+    plural,
+    with_reason,
+)
 
 HETEROGENEITY_P = 0.05  # below this the report leads with the per-base rates
 
 
-def headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> list[str]:
+def headline(eq, eq_error: str | None, synthetic: list[str], level: float, metric: str = "test_acc") -> list[str]:
+    """beta and k per synthetic arm; for another metric than test accuracy, first the sentence naming it."""
+    if metric == "test_acc":
+        return _headline(eq, eq_error, synthetic, level)
+    measured = (f"Measured on {metric_label(metric)} (`analysis.metric: {metric}`), as a proportion over its "
+                f"effective binomial trials (`{ANALYSIS_METRICS[metric].trials}`; study.analysis.metric).")  # fmt: skip
+    return [measured, *_headline(eq, eq_error, synthetic, level)]
+
+
+def _headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> list[str]:
     if not synthetic:
         return ["This grid has real arms only: there is no exchange rate to estimate. The learning curve and "
                 "the per-cell table below are the result."]  # fmt: skip
@@ -88,13 +109,16 @@ def single_curve(eq):
     return None
 
 
-def accuracy_section(done, summary, palette, eq, n_classes, out: Path, level: float) -> list[str]:
+def accuracy_section(
+    done, summary, palette, eq, n_classes, out: Path, level: float, label: str = "test accuracy"
+) -> list[str]:
+    """`label` names the analysed metric (test accuracy, or the grid's analysis.metric)."""
     curve = single_curve(eq)
     curve = None if curve is None else curve.acc
-    fig = plots.accuracy_vs_size(done, summary, palette, n_classes, curve=curve, level=level)
+    fig = plots.accuracy_vs_size(done, summary, palette, n_classes, curve=curve, level=level, label=label)
     synthetic = done["arm_kind"].isin(["closed", "open"]).any()
-    caption = ("Test accuracy vs training images per class. Black and grey: real data only (real-only at each base; "
-               "real-extra = a base plus extra real images)"
+    caption = (f"{capitalised(label)} vs training images per class. Black and grey: real data only (real-only at "
+               "each base; real-extra = a base plus extra real images)"
                + ("; coloured: a base plus synthetic images, one line per base (light = small base) leaving the real "
                   "curve at its base" if synthetic else "")
                + f". Small points are seeds, large points means with {level:.0%} t intervals over seeds"

@@ -75,6 +75,11 @@ def in_arm_order(df: pd.DataFrame, arms: list[str], *then: str) -> pd.DataFrame:
     return df.sort_values(["arm", *then], key=lambda c: c.map(rank) if c.name == "arm" else c, kind="stable")
 
 
+def capitalised(text: str) -> str:
+    """The first letter upper case, the rest as it is (`TAR@FAR=1e-2` stays)."""
+    return text[:1].upper() + text[1:]
+
+
 def plural(n, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

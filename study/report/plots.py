@@ -150,8 +150,10 @@ def accuracy_vs_size(
     n_classes: int,
     curve: Callable[[np.ndarray], np.ndarray] | None = None,
     level: float = 0.9,
+    label: str = "test accuracy",
 ) -> Figure:
-    """Test accuracy against training images per class (real + synthetic): one panel per generator arm,
+    """Test accuracy (or the grid's analysed metric, named by `label`) against training images per class (real +
+    synthetic): one panel per generator arm,
     each over the real learning curve (real-only and real-extra). Small points are seeds; large points are
     means with their interval; a synthetic arm's line starts at the real-only mean of its base.
 
@@ -170,14 +172,14 @@ def accuracy_vs_size(
                 ax.set_title("real data")
             _log_axis(ax, "x")
             ax.set_xlabel("training images per class")
-        axes[0].set_ylabel("test accuracy")
+        axes[0].set_ylabel(label)
         handles = [Line2D([], [], color=palette[a], marker=KIND_MARKER.get(_kind(cells, a), "o"), ms=4, label=a)
                    for a in palette if a in set(cells["arm"])]  # fmt: skip
         if curve is not None:
             handles.append(Line2D([], [], color="#555555", ls="--", lw=1, label="fitted real curve"))
         handles.append(Line2D([], [], color="#555555", marker="o", ls="", ms=2.5, alpha=0.5, label="one seed"))
         fig.legend(handles=handles, loc="outside lower center", ncols=_legend_cols(fig, len(handles)))
-        _suptitle(fig, f"Test accuracy vs training-set size ({level:.0%} intervals)")
+        _suptitle(fig, f"{label[:1].upper() + label[1:]} vs training-set size ({level:.0%} intervals)")
     return fig
 
 
@@ -339,7 +341,9 @@ def exchange_rate(
 # --- (4) strategy comparison -------------------------------------------------------------------------
 
 
-def strategy_gains(gains: pd.DataFrame, palette: dict[str, tuple], kinds: dict[str, str], level: float = 0.9) -> Figure:
+def strategy_gains(
+    gains: pd.DataFrame, palette: dict[str, tuple], kinds: dict[str, str], level: float = 0.9, label: str = "accuracy"
+) -> Figure:
     """Accuracy gain over real-only at the same base, paired by seed, against images added per class
     (synthetic volume, or real extra for the real-extra reference): one panel per base size, arms side by
     side. `gains` needs arm, base_per_class, added_per_class, mean, lo, hi."""
@@ -361,7 +365,7 @@ def strategy_gains(gains: pd.DataFrame, palette: dict[str, tuple], kinds: dict[s
             ax.set_title(f"base {base:g}/class")
             _log_axis(ax, "x", sorted(g["added_per_class"].unique()))
             ax.set_xlabel("images added per class")
-        axes[0].set_ylabel("accuracy gain over real-only")
+        axes[0].set_ylabel(f"{label} gain over real-only")
         handles = [Line2D([], [], color=palette[a], marker=KIND_MARKER.get(kinds.get(a, ""), "o"), ms=4, label=a)
                    for a in arms]  # fmt: skip
         fig.legend(handles=handles, loc="outside lower center", ncols=_legend_cols(fig, len(handles)))

@@ -12,8 +12,9 @@ import pandas as pd
 from study.analysis.estimators import gain_diagnostics, sample_set_means, spearman_by_arm
 from study.report import plots
 from study.report.inputs import Results
-from study.report.markdown import figure, fmt_ci, md_table
+from study.report.markdown import capitalised, figure, fmt_ci, md_table
 from study.report.provenance import sample_previews
+from study.report.verification import is_verification
 
 METRICS = {"test_acc": "accuracy", "test_bacc": "balanced acc.", "test_auc": "AUC", "test_nll": "NLL",
            "test_ece": "ECE"}  # fmt: skip
@@ -47,11 +48,14 @@ def overview(res: Results, done: pd.DataFrame) -> list[str]:
     arms = list(dict.fromkeys(res.cells["arm"]))
     kinds = dict(zip(res.cells["arm"], res.cells["arm_kind"], strict=False))
     first = done.iloc[0] if len(done) else res.cells.iloc[0]
-    classes = f" ({int(first['n_classes'])} classes)" if pd.notna(first["n_classes"]) else ""
+    faces = is_verification(res.cells)
+    what = "training identities" if faces else "classes"
+    classes = f" ({int(first['n_classes'])} {what})" if pd.notna(first["n_classes"]) else ""
+    evaluated, count = ("verification pairs", "n_verif_pairs") if faces else ("test images", "n_test")
     facts = [
         ("dataset", f"{first['dataset']}{classes}"),
         ("classifier", str(first.get("classifier", "—"))),
-        ("test images", str(int(first["n_test"])) if pd.notna(first["n_test"]) else "—"),
+        (evaluated, str(int(first[count])) if pd.notna(first[count]) else "—"),
         ("seeds", ", ".join(map(str, sorted(res.cells["seed"].unique())))),
         ("base per class", ", ".join(map(str, sorted(res.cells["base_per_class"].unique())))),
         ("arms", ", ".join(f"{a} ({kinds[a]}-set generator)" if kinds[a] not in plots.REAL_ARMS else a for a in arms)),
@@ -64,16 +68,18 @@ def overview(res: Results, done: pd.DataFrame) -> list[str]:
     return [md_table(pd.DataFrame(facts, columns=["", "value"]))]
 
 
-def per_cell_table(summary: pd.DataFrame, level: float) -> list[str]:
+def per_cell_table(summary: pd.DataFrame, level: float, label: str = "accuracy") -> list[str]:
+    """`label` names the analysed metric in the test_acc column (the grid's analysis.metric)."""
+    names = METRICS | {"test_acc": label}
     rows = []
     for r in summary.itertuples():
         mark = "†" if r.binomial else ""
         row = {"arm": r.arm, "base/class": r.base_per_class, "extra/class": r.extra_per_class or "",
                "synthetic/class": r.volume_per_class or "", "n": r.n}  # fmt: skip
-        for metric, label in METRICS.items():
+        for metric, name in names.items():
             if metric in summary and summary[metric].notna().any():
                 m = getattr(r, metric)
-                row[label] = fmt_ci(m, getattr(r, f"{metric}_lo"), getattr(r, f"{metric}_hi"),
+                row[name] = fmt_ci(m, getattr(r, f"{metric}_lo"), getattr(r, f"{metric}_hi"),
                                     mark=mark if metric == "test_acc" else "")  # fmt: skip
         rows.append(row)
     note = (f"Means over seeds (n = seeds done) with {level:.0%} t intervals over seeds. "
@@ -90,12 +96,14 @@ def failed_cells(cells: pd.DataFrame) -> list[str]:
     return [f"{len(failed)} cell{'s' * (len(failed) > 1)} failed; none is used in any number above.", md_table(table)]
 
 
-def strategy_section(gains: pd.DataFrame, palette, kinds, out: Path, level: float) -> list[str]:
+def strategy_section(
+    gains: pd.DataFrame, palette, kinds, out: Path, level: float, label: str = "accuracy"
+) -> list[str]:
     if not (gains["arm_kind"] != "real-extra").any():
         return ["Not available: no synthetic cell has a real-only partner (same base and seed)."]
-    fig = plots.strategy_gains(gains, palette, kinds, level)
-    caption = (f"Accuracy gain over real-only at the same base, paired by seed, {level:.0%} intervals; real-extra "
-               "(grey line) adds the same number of real images per class instead.")  # fmt: skip
+    fig = plots.strategy_gains(gains, palette, kinds, level, label=label)
+    caption = (f"{capitalised(label)} gain over real-only at the same base, paired by seed, {level:.0%} intervals; "
+               "real-extra (grey line) adds the same number of real images per class instead.")  # fmt: skip
     table = pd.DataFrame({
         "arm": gains["arm"], "base/class": gains["base_per_class"], "added/class": gains["added_per_class"],
         "n pairs": gains["n"],

@@ -1,5 +1,6 @@
 """The report's verification section for face grids: the protocol, ROC curves per arm, TAR@FAR and EER with
-intervals over seeds. Reads `cells.csv` and `roc.csv` (study.runner.collect); never imports torch.
+intervals over seeds. Reads `cells.csv` and `roc.csv` (study.store.ROC_CURVES, written by study.runner.collect);
+never imports torch.
 
     lines = verification_section(done, roc, palette, out_dir, level=0.9)   # markdown blocks; figure written
 
@@ -15,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
+from study.analysis.estimators import t_interval
 from study.report import plots
+from study.report.markdown import FIGURES, fmt, fmt_ci, md_table
 from study.verification import FARS, TAR_COLUMNS
 
-FIGURE = "fig7_roc.png"
+# Face grids only, so not among study.report.markdown.FIGURES (every report draws those); numbered after them.
+FIGURE, FIGURE_NUMBER = "fig8_roc.png", len(FIGURES) + 1
+
 LABELS = {"verif_acc": "pair accuracy", "verif_auc": "AUC", "verif_eer": "EER", "rank1": "rank-1",
           **{c: f"TAR@FAR={f:g}" for c, f in zip(TAR_COLUMNS, FARS, strict=True)}}  # fmt: skip
 
@@ -30,15 +34,9 @@ def is_verification(cells: pd.DataFrame) -> bool:
 
 
 def _t(values, level: float) -> str:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return "n/m"
-    mean = v.mean()
-    if len(v) < 2:
-        return f"{mean:.3f}"
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return f"{mean:.3f} [{mean - half:.3f}, {mean + half:.3f}]"
+    """Mean over seeds with its t interval; n/m when no seed could measure it (FAR below the resolution)."""
+    mean, lo, hi = t_interval(values, level)
+    return "n/m" if not np.isfinite(mean) else fmt_ci(mean, lo, hi)
 
 
 def _added(cells: pd.DataFrame) -> pd.Series:
@@ -51,13 +49,12 @@ def protocol_facts(done: pd.DataFrame) -> list[str]:
     facts = [
         ("protocol", str(first["verif_protocol"])),
         ("pairs", f"{int(first['n_verif_pairs'])} ({int(first['n_same'])} same, {int(first['n_different'])} different)"),
-        ("FAR resolution", f"{first['far_resolution']:.2g} (1 / different pairs: TAR at a lower FAR is not measurable, "
+        ("FAR resolution", f"{fmt(first['far_resolution'], sig=True)} (1 / different pairs: TAR at a lower FAR is not measurable, "
                            "n/m)"),
         ("identities", f"{int(first['n_classes'])} training, {int(first['n_verif_identities'])} verification; "
                        f"identity-disjoint in {int(disjoint.sum())} of {len(done)} cells"),
     ]  # fmt: skip
-    table = pd.DataFrame(facts, columns=["", "value"])
-    return ["| | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in table.itertuples(index=False))]
+    return [md_table(pd.DataFrame(facts, columns=["", "value"]))]
 
 
 def metric_table(done: pd.DataFrame, arms: list[str], level: float) -> pd.DataFrame:
@@ -94,7 +91,7 @@ def roc_figure(done: pd.DataFrame, roc: pd.DataFrame, palette: dict, base: int) 
         ax.set_xscale("log")
         ax.set_xlabel("false accept rate (FAR)")
         ax.set_ylabel("true accept rate (TAR)")
-        ax.set_title(f"ROC on unseen identities, base {base} images per identity")
+        ax.set_title(f"ROC on unseen identities (base {base}/identity)")
         ax.legend(loc="lower right")
     return fig
 
@@ -113,20 +110,13 @@ def verification_section(done: pd.DataFrame, roc: pd.DataFrame | None, palette: 
         base = int(done["base_per_class"].max())
         fig = roc_figure(done, roc, palette, base)
         if fig is not None:
+            caption = (f"TAR against FAR (log axis, from the FAR resolution to 1) at base {base} images per identity: "
+                       "each arm with its largest added amount, the mean of the seeds' ROCs.")  # fmt: skip
             plots.save(fig, out / FIGURE)
-            lines.append(
-                f"![ROC]({FIGURE})\n\n**ROC.** TAR against FAR (log axis, from the FAR resolution to 1) at base "
-                f"{base} images per identity: each arm with its largest added amount, the mean of the seeds' ROCs."
-            )
+            lines.append(f"![Figure {FIGURE_NUMBER}]({FIGURE})\n\n**Figure {FIGURE_NUMBER}.** {caption}")
     lines += [
         f"Per arm, base and added images per identity: means over seeds with {level:.0%} t intervals over seeds "
         "(n/m: FAR below the resolution, not measurable).",
-        plots_table(metric_table(done, arms, level)),
+        md_table(metric_table(done, arms, level)),
     ]
     return lines
-
-
-def plots_table(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    return "\n".join([head, rule, *("| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False))])

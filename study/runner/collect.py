@@ -22,6 +22,7 @@ from study.store import (
     DONE,
     ERROR,
     METRICS,
+    ROC_CURVES,
     SAMPLES_META,
     TRAIN_STATS,
     Store,
@@ -31,7 +32,6 @@ from study.store import (
 )
 from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, VERIFICATION_COLUMNS, conform
 
-ROC = "roc.csv"  # beside cells.csv: every face cell's ROC (TAR at log-spaced FARs), for the report
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
 
@@ -170,7 +170,7 @@ def write_table(plan: Plan, store: Store, results_dir: Path, n_classes: int | No
         atomic_write_bytes(results_dir / "cells.parquet", buf.getvalue())
         done = df[df["status"] == "done"]
         if done["verif_auc"].notna().any():
-            atomic_write_bytes(results_dir / ROC, collect_roc(plan, store, done).to_csv(index=False).encode())
+            atomic_write_bytes(results_dir / ROC_CURVES, collect_roc(plan, store, done).to_csv(index=False).encode())
         atomic_write_json(results_dir / "plan.json", {
             "name": plan.grid.name,
             "cells": len(plan.cells),
