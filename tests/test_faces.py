@@ -153,3 +153,17 @@ def test_grid_checks_images_per_identity():
     soft = {"sample": {"strategy": "scoremix", "labels": "soft"}}
     with pytest.raises(GridError, match=r"\['sm'\]: `labels: soft` has no target for the margin loss"):
         validate_grid({**raw, "synthetic": {"volume": [2]}, "generators": {"sm": soft}})
+
+
+def test_analysis_metric_fits_the_dataset():
+    face = {"name": "f", "dataset": {"name": "att"}, "real": {"base": [3]}, "seeds": [0]}
+    assert validate_grid(face).metric == "verif_acc"  # face grids: LFW pair accuracy by default
+    assert validate_grid({**face, "analysis": {"metric": "tar_at_far_1e-2"}}).metric == "tar_at_far_1e-2"
+    with pytest.raises(GridError, match="'test_acc' is not measured on a face dataset's verification pairs"):
+        validate_grid({**face, "analysis": {"metric": "test_acc"}})
+    digits = {**face, "dataset": {"name": "digits"}}
+    assert validate_grid(digits).metric == "test_acc"
+    with pytest.raises(GridError, match="'verif_auc' is not measured on a test split"):
+        validate_grid({**digits, "analysis": {"metric": "verif_auc"}})
+    with pytest.raises(GridError, match="unknown metric 'acc'"):
+        validate_grid({**digits, "analysis": {"metric": "acc"}})

@@ -29,6 +29,7 @@ REAL_ARMS = ("real-only", "real-extra")
 REAL_COLORS = {"real-only": "#1b1b1b", "real-extra": "#8a8a8a"}
 KIND_MARKER = {"real-only": "o", "real-extra": "D", "closed": "o", "open": "s"}
 PAGE_WIDTH = 7.0  # inches: a two-column paper's full text width
+MAX_SAMPLE_ROWS = 16  # sample grids show at most this many classes (or mixed pairs)
 DPI = 200
 
 
@@ -386,6 +387,11 @@ def sample_grids(previews: pd.DataFrame, palette: dict[str, tuple], n_classes: i
     colors = dict(zip(previews["label"], (palette[a] for a in previews["arm"]), strict=True))
     bases = sorted(previews["base_per_class"].unique())
     images = {(r.label, r.base_per_class): np.asarray(Image.open(r.path).convert("RGB")) for r in previews.itertuples()}
+    shown = n_classes
+    if n_classes and n_classes > MAX_SAMPLE_ROWS:  # e.g. hundreds of face identities: the first rows only
+        shown = MAX_SAMPLE_ROWS
+        images = {k: im[: im.shape[0] * shown // n_classes] if im.shape[0] % n_classes == 0 else im
+                  for k, im in images.items()}  # fmt: skip
     arms = labels
     aspect = float(np.mean([im.shape[1] / im.shape[0] for im in images.values()]))
     # As wide as the page allows, but never taller than most of a page.
@@ -411,11 +417,12 @@ def sample_grids(previews: pd.DataFrame, palette: dict[str, tuple], n_classes: i
                     continue
                 im = images[arm, base]
                 ax.imshow(im, interpolation="nearest")
-                if n_classes and j == len(bases) - 1 and im.shape[0] % n_classes == 0:
+                if shown and j == len(bases) - 1 and im.shape[0] % shown == 0:
                     ax.yaxis.tick_right()
-                    ax.set_yticks((np.arange(n_classes) + 0.5) * im.shape[0] / n_classes, range(n_classes))
+                    ax.set_yticks((np.arange(shown) + 0.5) * im.shape[0] / shown, range(shown))
                     ax.tick_params(axis="y", length=0, labelsize=6)
-        _suptitle(fig, "Synthetic samples (one row per class)")
+        rows = "one row per class" if shown == n_classes else f"one row per class, the first {shown} of {n_classes}"
+        _suptitle(fig, f"Synthetic samples ({rows})")
     return fig
 
 
