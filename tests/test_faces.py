@@ -167,3 +167,13 @@ def test_analysis_metric_fits_the_dataset():
         validate_grid({**digits, "analysis": {"metric": "verif_auc"}})
     with pytest.raises(GridError, match="unknown metric 'acc'"):
         validate_grid({**digits, "analysis": {"metric": "acc"}})
+
+
+@pytest.mark.slow
+def test_eigenfaces_anchor_lands_near_the_published_number(shared_data):
+    """Eigenfaces through the study's protocol code on LFW View 2: the published 60.02 ± 0.79 % (crop 1.0)."""
+    from study.bench.faces import Row, eigenfaces
+
+    r = eigenfaces(shared_data, Row(1.0, 32, 100, "cosine"))
+    assert r["pairs"] == 6000 and r["train_identities"] == 1468 and "View 2" in r["protocol"]
+    assert abs(r["acc"] - 0.6002) < 3 * max(r["se"], 0.0079)
