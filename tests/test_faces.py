@@ -177,3 +177,17 @@ def test_eigenfaces_anchor_lands_near_the_published_number(shared_data):
     r = eigenfaces(shared_data, Row(1.0, 32, 100, "cosine"))
     assert r["pairs"] == 6000 and r["train_identities"] == 1468 and "View 2" in r["protocol"]
     assert abs(r["acc"] - 0.6002) < 3 * max(r["se"], 0.0079)
+
+
+def test_face_grids_plan_no_cas():
+    """CAS is test accuracy and face datasets have no test split: their diagnostics plan none (no cost)."""
+    from study.grid import expand
+    from study.runner.plan import make_plan
+
+    gen = {"model": {"preset": "tiny"}, "train": {"steps": 10}}
+    raw = {"name": "f", "dataset": {"name": "att"}, "real": {"base": [3]}, "synthetic": {"volume": [3]},
+           "generators": {"conditional": gen}, "seeds": [0]}  # fmt: skip
+    for dataset, cas in (({"name": "att"}, False), ({"name": "digits"}, True)):
+        grid = validate_grid({**raw, "dataset": dataset})
+        diagnostics = [n for n in make_plan(grid, expand(grid)).nodes.values() if n.stage == "diagnostics"]
+        assert len(diagnostics) == 1 and (diagnostics[0].art.config["cas"] is not None) == cas

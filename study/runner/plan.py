@@ -26,6 +26,7 @@ from study.grid import (
     Grid,
     dataset_identity,
     dataset_label,
+    is_face,
     mix_label,
 )
 from study.keys import canonical_json
@@ -146,7 +147,7 @@ def diagnostics_node(grid: Grid, samples: Node, reference: Node, seed: int, base
         "base_per_class": base,
         "volume_per_class": volume,
         "domain": None if spec.domain is None else _dump(spec.domain),
-        "cas": _dump(grid.classifier, _UNKEYED_CLASSIFIER) if spec.cas else None,
+        "cas": _dump(grid.classifier, _UNKEYED_CLASSIFIER) if _has_cas(grid) else None,
     }
     weights = spec.inception or os.environ.get(INCEPTION_ENV)
     if weights and Path(weights).expanduser().is_file():  # the standard FID joins the key only when it can run
@@ -154,6 +155,11 @@ def diagnostics_node(grid: Grid, samples: Node, reference: Node, seed: int, base
     slug = f"diag-{samples.art.slug.removeprefix('samples-')}-base{base}"
     return Node(Artifact("diagnostics", slug, config), parents=(samples.key, reference.key), seed=seed,
                 base_per_class=base, arm=samples.arm, volume_per_class=volume)  # fmt: skip
+
+
+def _has_cas(grid: Grid) -> bool:
+    """CAS is test accuracy: a face dataset has no test split (it verifies on other identities), so no CAS."""
+    return grid.diagnostics.cas and not is_face(grid.dataset)
 
 
 def pair_classifier_node(grid: Grid, arm: str, seed: int, base: int) -> Node | None:
@@ -339,7 +345,7 @@ def _work(plan: Plan, todo: list[Node]) -> str:
     diag = sum(1 for n in todo if n.stage == "diagnostics")
     spec = grid.diagnostics
     per_set = [f"{spec.domain.folds} domain classifiers of {spec.domain.steps} steps"] if spec.domain else []
-    per_set += ["a CAS classifier"] if spec.cas else []
+    per_set += ["a CAS classifier"] if _has_cas(grid) else []
     diagnostics = f"; {diag} sample-set diagnostics" + (f" ({' + '.join(per_set)} each)" if per_set else "")
     return (
         f"generator training {gen_images:,} images; sampling {nfe:,.0f} network evaluations per class{searching}; "

@@ -292,7 +292,7 @@ def sample_set_diagnostics(
         reference = balanced_real(real.pool, dominant, ds.num_classes)
         out |= domain_auc(reference.images, samples.images, spec.domain, seed, device)
         timing["domain"] = time.perf_counter() - start
-    if spec.cas and classifier is not None and cas_samples is not None and conditional:
+    if spec.cas and classifier is not None and cas_samples is not None and conditional and ds.test is not None:
         start = time.perf_counter()
         out |= classification_accuracy_score(classifier, cas_samples, ds, derive_seed(seed, "cas"), device)
         timing["cas"] = time.perf_counter() - start
