@@ -27,7 +27,7 @@ from study.grid import expand, load_grid
 from study.grid.schema import check_device
 from study.runner.collect import write_table
 from study.runner.plan import Plan, describe, make_plan
-from study.runner.preflight import BadInput
+from study.runner.preflight import BadInput, check_results_dir
 from study.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -82,15 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     except StudyInputError as exc:  # only input errors: a bug elsewhere propagates with its traceback
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        check_results_dir(args.results, grid.name)  # before any work, in a dry run too
+    except StudyInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = Store(Path(args.results) / "store")
     results_dir = Path(args.results) / grid.name
-    print(describe(plan, store))
     if args.dry_run:
-        return EXIT_OK
+        print(describe(plan, store))
+        return _preflight_only(plan, store, args)
 
     from study.runner.execute import shard_nodes
 
     nodes = shard_nodes(plan, shard)
+    print(describe(plan, store))
     todo = nodes if args.force else [n for n in nodes if not store.is_done(n.art)]
     if not todo:
         df = write_table(plan, store, results_dir)
@@ -99,16 +105,34 @@ def main(argv: list[str] | None = None) -> int:
     return _compute(plan, todo, store, results_dir, args)
 
 
+def _context(plan: Plan, store: Store, args):
+    from study.runner.stages import Context
+
+    return Context(
+        plan.grid, str(store.root), plan.grid.device, progress=not args.quiet and args.jobs == 1, force=args.force
+    )
+
+
+def _preflight_only(plan: Plan, store: Store, args) -> int:
+    """--dry-run: the real run's input checks (same messages, exit 2), nothing computed."""
+    from study.runner.preflight import check_inputs
+
+    try:
+        n_classes = check_inputs(plan, _context(plan, store, args))
+    except StudyInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"pre-flight: inputs checked ({n_classes} classes); a real run starts computing from here")
+    return EXIT_OK
+
+
 def _compute(plan: Plan, todo, store: Store, results_dir: Path, args) -> int:
     from tqdm import tqdm
 
     from study.runner.execute import run_nodes
     from study.runner.preflight import check_inputs
-    from study.runner.stages import Context
 
-    ctx = Context(
-        plan.grid, str(store.root), plan.grid.device, progress=not args.quiet and args.jobs == 1, force=args.force
-    )
+    ctx = _context(plan, store, args)
     try:
         n_classes = check_inputs(plan, ctx)
     except StudyInputError as exc:

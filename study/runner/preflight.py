@@ -1,12 +1,19 @@
 """Pre-flight: every input check the run makes before computing anything, so bad input fails once, up front
-(exit 2), instead of as a hundred failed cells: the device exists, the dataset loads, every subset fits,
-open-set sources and pretrained models resolve, the generators' and the classifier's settings build a model.
-Only input errors (`study.errors.StudyInputError`) become `BadInput`; any other exception is a bug and
-propagates with its traceback.
+(exit 2), instead of as a hundred failed cells: the results directory can be written, the device exists, the
+dataset loads, every subset fits, open-set sources and pretrained models resolve, the generators' and the
+classifier's settings build a model. `--dry-run` runs the same checks with the same messages, so a grid that
+passes a dry run is not rejected by the real one. Only input errors (`study.errors.StudyInputError`) become
+`BadInput`; any other exception is a bug and propagates with its traceback.
+
+Cost: the dataset is loaded through its decode cache (results/store/dataset), so a dry run decodes an image
+tree once and the real run after it reads the cached .npz; one classifier and one model per generator arm are
+built (no training); a probe file is created and deleted in the results directory.
 """
 
 from __future__ import annotations
 
+import errno
+import tempfile
 from pathlib import Path
 
 from study.data.datasets import Dataset, DatasetError, load_dataset, real_indices
@@ -20,6 +27,25 @@ from study.sampling.pretrained import fetch
 
 class BadInput(StudyInputError):
     """Raised before any computation: the message names the file or option and what was expected."""
+
+
+def check_results_dir(root: str | Path, grid_name: str) -> None:
+    """The results root's store/ and <grid>/ directories exist and can be written in, or can be created (their
+    nearest existing ancestor is a writable directory). A read-only filesystem, a path under a regular file or
+    a directory without write permission is bad input, found before any work starts. Creates nothing."""
+    root = Path(root)
+    for target in (root / "store", root / grid_name):
+        existing = target
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise BadInput(f"--results {root}: {existing} is not a directory, so {target} cannot be created")
+        try:
+            with tempfile.TemporaryFile(dir=existing, prefix=".study-probe."):
+                pass
+        except OSError as exc:
+            what = "is read-only" if exc.errno == errno.EROFS else f"cannot be written in ({exc.strerror})"
+            raise BadInput(f"--results {root}: {existing} {what}; results go to {target}") from None
 
 
 def check_inputs(plan: Plan, ctx) -> int:
