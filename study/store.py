@@ -5,7 +5,8 @@ the name of every file an artifact holds.
         config.json       what the artifact was computed from (its key is the sha256 of this, canonical)
         ...               the artifact's own files, each written atomically (temp file + os.replace)
         provenance.json   git commit and dirty flag, package versions, device, host, seconds
-        done.json         written last: the artifact exists only once this file does
+        done.json         written last: the artifact exists only once this file does; it lists every other
+                          file with its size and BLAKE2b checksum, verified before the artifact is used
 
     store.find("samples", key)      # the directory of a sample set by its key (any slug), or None
 
@@ -36,9 +37,11 @@ store: renaming one orphans those caches.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -57,6 +60,7 @@ from filelock import FileLock
 from study.keys import canonical_json, key_of
 
 DONE, CONFIG, PROVENANCE, ERROR = "done.json", "config.json", "provenance.json", "error.txt"
+INVALIDATED = "invalidated.txt"  # why a finished artifact was found damaged and emptied (until it is rebuilt)
 METRICS = "metrics.json"
 CLASSIFIER_META, CLASSIFIER_WEIGHTS = "classifier.json", "classifier.safetensors"
 GENERATOR_META, GENERATOR_CHECKPOINT = "generator.json", "checkpoint.pt"
@@ -68,6 +72,10 @@ DIAGNOSTICS, NEAREST = "diagnostics.json", "nearest.png"  # the diagnostics stag
 # ROC, long (cell, far, tar: TAR at log-spaced FARs from the protocol's resolution to 1).
 ROC_CURVES = "roc.csv"
 KEY_CHARS = 12  # hex digits of the key in a directory name
+LOCK = ".lock"
+CHECKSUM = "blake2b"  # hashlib name of the checksum in done.json
+# Files that are not part of an artifact's content: the markers around it (done.json lists the others).
+_NOT_CONTENT = {DONE, ERROR, LOCK}
 
 
 def _umask() -> int:
@@ -179,6 +187,29 @@ class Store:
     def is_done(self, art: Artifact) -> bool:
         return (self.path(art) / DONE).exists()
 
+    def verify(self, art: Artifact | Path, names: tuple[str, ...] | None = None) -> str | None:
+        """None when the finished artifact's files (or only `names` among them) match done.json's sizes and
+        checksums; else what is wrong, naming the file. An artifact finished before checksums were recorded
+        passes (nothing to check against)."""
+        return verify_dir(self.path(art) if isinstance(art, Artifact) else Path(art), names)
+
+    def invalidate(self, art: Artifact | Path, reason: str) -> None:
+        """Forget a finished artifact that failed verification and empty its directory (keeping config.json
+        and the lock), so the next build starts from scratch rather than resuming from damaged files."""
+        d = self.path(art) if isinstance(art, Artifact) else Path(art)
+        with FileLock(str(d / LOCK)):
+            with contextlib.suppress(FileNotFoundError):
+                (d / DONE).unlink()  # first: from here on the artifact is not done, whatever else happens
+            for child in d.iterdir():
+                if child.name in (CONFIG, LOCK):
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                atomic_write_text(d / INVALIDATED, reason + "\n")
+
     def done_info(self, art: Artifact) -> dict:
         return json.loads((self.path(art) / DONE).read_text())
 
@@ -187,19 +218,22 @@ class Store:
         """Hold the artifact's lock (blocking by default) and yield its directory, created with config.json."""
         d = self.path(art)
         d.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(d / ".lock"), timeout=timeout):
+        with FileLock(str(d / LOCK), timeout=timeout):
             if not (d / CONFIG).exists():
                 atomic_write_text(d / CONFIG, json.dumps(json.loads(canonical_json(art.config)), indent=2) + "\n")
             yield d
 
     def mark_done(self, art: Artifact, seconds: float, device: str = "cpu", **extra: Any) -> None:
-        """Write provenance, clear a stale error, then `done.json` last."""
+        """Write provenance, clear a stale error, then `done.json` last, with every file's size and checksum."""
         d = self.path(art)
         atomic_write_json(d / PROVENANCE, provenance(seconds=seconds, device=device, **extra))
-        with contextlib.suppress(FileNotFoundError):
-            (d / ERROR).unlink()
+        for stale in (ERROR, INVALIDATED):
+            with contextlib.suppress(FileNotFoundError):
+                (d / stale).unlink()
+        files = {rel: {"bytes": f.stat().st_size, CHECKSUM: file_digest(f)} for rel, f in content_files(d)}
         atomic_write_json(
-            d / DONE, {"key": art.key, "stage": art.stage, "seconds": round(seconds, 3), "finished": _now()}
+            d / DONE,
+            {"key": art.key, "stage": art.stage, "seconds": round(seconds, 3), "finished": _now(), "files": files},
         )
 
     def clear_done(self, art: Artifact) -> None:
@@ -219,6 +253,7 @@ class Store:
         with self.lock(art) as d:
             if self.is_done(art):
                 return False
+            remove_temporaries(d)
             start = time.perf_counter()
             try:
                 extra = build(d) or {}
@@ -227,6 +262,58 @@ class Store:
                 raise
             self.mark_done(art, time.perf_counter() - start, device=device, **extra)
             return True
+
+
+# --- integrity -----------------------------------------------------------------------------------------
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, CHECKSUM).hexdigest()
+
+
+def content_files(d: Path) -> list[tuple[str, Path]]:
+    """The artifact's own files (relative name, path), sorted: everything but the markers and dot-named
+    temporaries."""
+    out = []
+    for f in sorted(d.rglob("*")):
+        rel = f.relative_to(d)
+        if f.is_file() and rel.as_posix() not in _NOT_CONTENT and not any(p.startswith(".") for p in rel.parts):
+            out.append((rel.as_posix(), f))
+    return out
+
+
+def verify_dir(d: Path, names: tuple[str, ...] | None = None) -> str | None:
+    """What is wrong with the finished artifact in `d` (naming the file), or None. See Store.verify."""
+    done = read_json(d / DONE)
+    if not isinstance(done, dict):
+        return f"{d / DONE}: unreadable (not a JSON object)" if (d / DONE).exists() else f"{d} is not finished"
+    files = done.get("files")
+    if files is None:
+        return None  # finished before checksums were recorded
+    for rel, want in files.items():
+        if names is not None and rel not in names:
+            continue
+        f = d / rel
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            return f"{f}: missing"
+        if size != want["bytes"]:
+            return f"{f}: truncated or changed ({size} bytes, {want['bytes']} when it was written)"
+        if file_digest(f) != want[CHECKSUM]:
+            return f"{f}: corrupted ({CHECKSUM} checksum differs from the one written)"
+    return None
+
+
+def remove_temporaries(d: Path) -> None:
+    """Delete the dot-named temporaries (atomic writes, atomic directories) a killed writer left in `d`."""
+    for child in d.iterdir():
+        if child.name.startswith(".") and child.name != LOCK:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 # --- provenance --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from study.errors import BackendError, StudyInputError
 from study.grid import expand, load_grid
 from study.grid.schema import check_device
 from study.runner.collect import write_table
+from study.runner.integrity import check_store
 from study.runner.plan import Plan, describe, make_plan
 from study.runner.preflight import BadInput, check_results_dir
 from study.store import Store
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     from study.runner.execute import shard_nodes
 
     nodes = shard_nodes(plan, shard)
+    for line in check_store(plan, store, nodes):  # damaged artifacts and their dependants are rebuilt
+        print(line, file=sys.stderr)
     print(describe(plan, store))
     todo = nodes if args.force else [n for n in nodes if not store.is_done(n.art)]
     if not todo:

@@ -67,8 +67,12 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
     grid = plan.grid
     node = plan.nodes[plan.cell_node[cell]]
     d = store.path(node.art)
-    metrics = read_json(d / METRICS) if (d / DONE).exists() else None
-    error = None if metrics else _first_error(store, plan, node.key)
+    damaged = store.verify(d, (METRICS,)) if (d / DONE).exists() else None
+    metrics = read_json(d / METRICS) if (d / DONE).exists() and damaged is None else None
+    if damaged:  # a finished cell whose metrics no longer match their checksum: reported, never read
+        error = f"{damaged}; run again to rebuild it"
+    else:
+        error = None if metrics else _first_error(store, plan, node.key)
     if metrics is None and error is None:
         return None  # not attempted yet
     classes = (metrics or {}).get("num_classes", n_classes)

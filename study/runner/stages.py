@@ -282,11 +282,17 @@ BUILDERS = {
 
 
 def _parent_dir(store: Store, node: Node, stage: str) -> Path:
-    """The directory of the node's parent in `stage` (parents are done before children run)."""
+    """The directory of the node's parent in `stage` (parents are done before children run), its files checked
+    against their checksums: a damaged parent is invalidated (the next run rebuilds it and this artifact) and
+    this build fails, rather than read garbage."""
     key = node.art.config[stage]
     found = store.find(stage, key)
     if found is None or not (found / DONE).exists():
         raise ParentFailed(f"{stage} {key[:12]} needed by {node.art.slug} is not done")
+    problem = store.verify(found)
+    if problem is not None:
+        store.invalidate(found, problem)
+        raise ParentFailed(f"{stage} {found.name} is damaged ({problem}); run again to rebuild it")
     return found
 
 
