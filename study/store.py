@@ -37,6 +37,7 @@ store: renaming one orphans those caches.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -76,6 +77,59 @@ LOCK = ".lock"
 CHECKSUM = "blake2b"  # hashlib name of the checksum in done.json
 # Files that are not part of an artifact's content: the markers around it (done.json lists the others).
 _NOT_CONTENT = {DONE, ERROR, LOCK}
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing an artifact's file; the message names the file and the
+    filesystem it is on, with the space left there."""
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    while path != path.parent and path.parent.stat().st_dev == path.stat().st_dev:
+        path = path.parent
+    return path
+
+
+def disk_full_error(path: str | os.PathLike, exc: BaseException) -> DiskFullError:
+    """`exc` re-raised as the full disk it was, with the file that could not be written and the disk it is on."""
+    path = Path(path)
+    mount = _mount_point(path.parent)
+    try:
+        free = f"{shutil.disk_usage(mount).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    code = exc.errno if isinstance(exc, OSError) and exc.errno in _DISK_FULL else errno.ENOSPC
+    what = "disk full" if code == errno.ENOSPC else "disk quota exceeded"
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"[:200]
+    return DiskFullError(code, f"{what} writing {path} (filesystem {mount}, {free}): {cause}")
+
+
+def no_space_left(directory: str | os.PathLike, probe_bytes: int = 1 << 16) -> bool:
+    """Whether the filesystem of `directory` refuses `probe_bytes` more. Writers such as torch.save and
+    safetensors report a full disk as their own RuntimeError, so a failed write asks the disk directly."""
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".study-probe.") as f:
+            f.write(b"\0" * probe_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in _DISK_FULL
+    return False
+
+
+def as_disk_full(path: str | os.PathLike, exc: BaseException) -> BaseException:
+    """The error to raise for a failed write of `path`: a DiskFullError when the disk is full (ENOSPC/EDQUOT,
+    or any writer's error while no space is left), else `exc` itself. Call it before deleting the partial
+    file, so the disk is still as full as the writer found it."""
+    if isinstance(exc, DiskFullError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return disk_full_error(path, exc)
+    return disk_full_error(path, exc) if no_space_left(Path(path).parent) else exc
 
 
 def _umask() -> int:
@@ -92,7 +146,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        error = as_disk_full(path, exc)
+        if error is exc:
+            raise
+        raise error from exc
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; results should read like any other file
         with os.fdopen(fd, "wb") as f:
@@ -100,9 +160,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        error = as_disk_full(path, exc)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if error is not exc:
+            raise error from exc
         raise
 
 
@@ -142,12 +205,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     directory and rename it over `path` only if the block finishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except OSError as exc:
+        error = as_disk_full(path, exc)
+        if error is exc:
+            raise
+        raise error from exc
     os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except Exception as exc:  # the writer's own error (torch.save, safetensors) or the rename's
+        error = as_disk_full(path, exc)
+        if error is not exc:
+            raise error from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -242,7 +316,8 @@ class Store:
             (self.path(art) / DONE).unlink()
 
     def mark_failed(self, art: Artifact, traceback_text: str) -> None:
-        atomic_write_text(self.path(art) / ERROR, traceback_text)
+        with contextlib.suppress(OSError):  # on a full disk the error cannot be recorded: the caller reports it
+            atomic_write_text(self.path(art) / ERROR, traceback_text)
 
     def ensure(self, art: Artifact, build: Callable[[Path], dict | None], device: str = "cpu") -> bool:
         """Build `art` unless it is done; True if this call built it. `build(directory)` writes the files

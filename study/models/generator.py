@@ -45,6 +45,7 @@ from study.store import (
     GENERATOR_META,
     SCHEDULER_DIR,
     UNET_DIR,
+    as_disk_full,
     atomic_path,
     atomic_write_json,
     read_artifact_json,
@@ -512,8 +513,11 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        error = as_disk_full(path, exc)  # save_pretrained reports a full disk as its writer's own error
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not exc:
+            raise error from exc
         raise
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

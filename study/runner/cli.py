@@ -29,7 +29,7 @@ from study.runner.collect import write_table
 from study.runner.integrity import check_store
 from study.runner.plan import Plan, describe, make_plan
 from study.runner.preflight import BadInput, check_results_dir
-from study.store import Store
+from study.store import DiskFullError, Store
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         df = write_table(plan, store, results_dir)
         print(f"nothing to compute: all {len(nodes)} artifacts are cached; table: {results_dir / 'cells.csv'}")
         return _finish(df, len(plan.cells))
-    return _compute(plan, todo, store, results_dir, args)
+    try:
+        return _compute(plan, todo, store, results_dir, args)
+    except DiskFullError as exc:  # outside an artifact (the decode cache, the table): the run cannot go on
+        print(f"error: {exc}\nfinished artifacts are kept: free space and run the same command", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _context(plan: Plan, store: Store, args):
@@ -154,8 +158,11 @@ def _compute(plan: Plan, todo, store: Store, results_dir: Path, args) -> int:
         if outcome.status == "failed":
             tqdm.write(f"FAILED {node.stage} {node.art.slug}: {outcome.error}")
         if node.stage == "classifier" and time.monotonic() - last_write[0] > 2.0:  # cells as they finish
-            write_table(plan, store, results_dir, n_classes)
             last_write[0] = time.monotonic()
+            try:
+                write_table(plan, store, results_dir, n_classes)
+            except DiskFullError as exc:  # the artifacts go on; the table is written again at the end
+                tqdm.write(f"cannot update the table: {exc}")
 
     start = time.perf_counter()
     try:
