@@ -18,7 +18,7 @@ from study.errors import StudyInputError
 SCHEMA_VERSION = 3  # bump to invalidate every cached artifact deliberately (2: one judge per seed, diagnostics;
 # 3: generator objectives edm / snr_gamma, model.attention)
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a directory name and part of slugs: at most 64 characters
 RESERVED_ARMS = ("real-only", "real-extra")
 
 
