@@ -167,6 +167,8 @@ def write_table(plan: Plan, store: Store, results_dir: Path, n_classes: int | No
     """Rewrite cells.csv, cells.parquet and plan.json atomically, under a lock shared by all runners."""
     results_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(results_dir / ".table.lock")):
+        for stale in results_dir.glob(".*.tmp"):  # a writer killed mid-write (no live one: we hold the lock)
+            stale.unlink(missing_ok=True)
         df = collect(plan, store, n_classes)
         atomic_write_bytes(results_dir / "cells.csv", df.to_csv(index=False).encode())
         buf = io.BytesIO()
