@@ -12,7 +12,7 @@ import pytest
 import study.bench.quality as quality
 from study.bench.common import merge_mode
 from study.bench.generator_modes import GENERATOR_MODES, quality_figures
-from study.bench.quality_report import peer_markdown, quality_markdown
+from study.bench.quality_report import curve_lines, label_runs, peer_markdown, quality_markdown
 
 
 @pytest.fixture
@@ -63,6 +63,19 @@ def test_headline_figures_are_the_default_recipe_at_its_last_mark(tmp_path, monk
     text = quality_markdown(runs, quality.DEFAULTS, tmp_path, ".")
     assert (tmp_path / "bench-generator-cifar16.png").stat().st_size > 0
     assert "Judge test accuracy **0.600**" in text and "| **edm-s** | bf16 | 90 | 8.0 | 800 | 0.432 | 0.72 |" in text
+
+
+def test_runs_of_one_name_with_different_recipes_stay_apart():
+    """`today` follows the shipped grid: a run cached under an earlier `today` trained another recipe, so the
+    report tells the two apart (and names the recipe a run equals) instead of merging them into one line."""
+    old = fake_run("cifar16", "today", (0.2, 0.3, 0.35)) | {"recipe": {"model": {"preset": "tiny"}}}
+    new = fake_run("cifar16", "today", (0.4, 0.6, 0.9))
+    named = {"edm-s": {"model": {"prediction": "edm"}}}
+    labels = [r["label"] for r in label_runs([old, new, fake_run("cifar16", "edm-s", (0.4, 0.6, 0.9))], named)]
+    assert labels[0].startswith("today#") and labels[1].startswith("today#") and labels[0] != labels[1]
+    assert labels[1].endswith("(= edm-s)") and not labels[0].endswith(")") and labels[2] == "edm-s"
+    assert len(curve_lines(label_runs([old, new], named))) == 2
+    assert [r["label"] for r in label_runs([new], named)] == ["today (= edm-s)"]
 
 
 def test_peer_table_gives_the_throughput_ratio():

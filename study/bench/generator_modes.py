@@ -12,8 +12,8 @@ import torch
 
 from study.bench.common import merge_mode, peak_flops
 from study.bench.generator import HEADLINE, WORKLOADS, difference_ci, digits_quality, sampler_check, throughput
-from study.bench.quality import CASES, DEFAULTS, RUNS, SWEEPS, cached_runs, quality_run
-from study.bench.quality_report import peer_markdown, quality_markdown
+from study.bench.quality import CASES, DEFAULTS, RECIPES, RUNS, SWEEPS, cached_runs, quality_run
+from study.bench.quality_report import label_runs, peer_markdown, quality_markdown
 from study.models.device import resolve_precision
 
 GENERATOR_MODES = ("throughput", "quality", "peer")
@@ -214,7 +214,8 @@ def run(args) -> int:
         merge_mode("sampler", "checks", {"checks": checks}, "\n".join(text), SAMPLER_MODES, args.reports)
     if args.quality is not None or args.report:
         cases = [c for c in CASES if not c.endswith("-peer")]
-        by_case = {case: runs for case in cases if (runs := cached_runs(runs_dir, case))}
+        named = {name: make().identity() for name, make in RECIPES.items()}
+        by_case = {case: label_runs(runs, named) for case in cases if (runs := cached_runs(runs_dir, case))}
         text = quality_markdown(by_case, DEFAULTS, args.reports, ".")
         merge_mode("generator", "quality", quality_figures(by_case), text, GENERATOR_MODES, args.reports)
         print(text)

@@ -14,13 +14,33 @@ CASE_TITLES = {
 }
 
 
+def label_runs(runs: list[dict], named: dict[str, dict] | None = None) -> list[dict]:
+    """Each run with a `label`: its recipe name, made unique where one name stands for different recipes
+    (`today` follows the shipped grid, so an earlier `today` run trained another recipe): `today#<hash>`, plus
+    `= <name>` where the recipe equals a named one (`named`: name -> recipe identity), i.e. a replicate run."""
+    from study.keys import key_of
+
+    recipes_by_name: dict[str, set[str]] = {}
+    for run in runs:
+        recipes_by_name.setdefault(run["recipe_name"], set()).add(key_of(run["recipe"]))
+    same = {key_of(recipe): name for name, recipe in (named or {}).items()}
+    labelled = []
+    for run in runs:
+        key, name = key_of(run["recipe"]), run["recipe_name"]
+        label = f"{name}#{key[:6]}" if len(recipes_by_name[name]) > 1 else name
+        if same.get(key, name) != name:
+            label += f" (= {same[key]})"
+        labelled.append({**run, "label": label})
+    return labelled
+
+
 def curve_lines(runs: list[dict]) -> dict[str, list[dict]]:
     """recipe (and extra EMA) -> its evaluations in CPU-minute order."""
     lines = {}
     for run in runs:
         for ema, points in run["points"].items():
-            label = run["recipe_name"] if ema == "ema" else f"{run['recipe_name']} [{ema}]"
-            lines[label] = points
+            label = run.get("label", run["recipe_name"])
+            lines[label if ema == "ema" else f"{label} [{ema}]"] = points
     return lines
 
 
@@ -55,9 +75,9 @@ def case_table(case: str, runs: list[dict], default: str | None) -> str:
         "| recipe | precision | train img/CPU-s | CPU-min | step | cond. acc | rel. to judge | FD | sample img/CPU-s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(runs, key=lambda r: r["recipe_name"]):
+    for run in sorted(runs, key=lambda r: r.get("label", r["recipe_name"])):
         for ema, points in run["points"].items():
-            name = run["recipe_name"] + ("" if ema == "ema" else f" [{ema}]")
+            name = run.get("label", run["recipe_name"]) + ("" if ema == "ema" else f" [{ema}]")
             name = f"**{name}**" if run["recipe_name"] == default and ema == "ema" else name
             for p in points:
                 rows.append(
@@ -71,7 +91,7 @@ def case_table(case: str, runs: list[dict], default: str | None) -> str:
 def recipe_list(runs: list[dict]) -> str:
     import json
 
-    seen = {r["recipe_name"]: r["recipe"] for r in runs}
+    seen = {r.get("label", r["recipe_name"]): r["recipe"] for r in runs}
     return "\n".join(f"- `{name}`: `{json.dumps(recipe)}`" for name, recipe in sorted(seen.items()))
 
 
@@ -118,7 +138,7 @@ def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], f
         png = figures_dir / f"bench-generator-{case}.png"
         plot_case(case, runs, png)
         n = runs[0]["points"]["ema"][0]["n"]
-        unfinished = sorted(r["recipe_name"] for r in runs if not r.get("complete", True))
+        unfinished = sorted(r.get("label", r["recipe_name"]) for r in runs if not r.get("complete", True))
         parts += [
             "",
             f"#### {CASE_TITLES.get(case, case)}",
