@@ -436,18 +436,27 @@ def class_order(labels: torch.Tensor | np.ndarray, num_classes: int, seed: int, 
 
 
 def subset_indices(
-    labels, num_classes: int, *, seed: int, start: int, count: int, dataset_key: str, class_names=None
+    labels,
+    num_classes: int,
+    *,
+    seed: int,
+    start: int,
+    count: int,
+    dataset_key: str,
+    class_names=None,
+    unit: str = "class",
 ) -> np.ndarray:
     """Pool indices of images start..start+count-1 of every class's fixed order (class-balanced).
-    The base of size b is (start=0, count=b); its extra real images are (start=b, count=e)."""
+    The base of size b is (start=0, count=b); its extra real images are (start=b, count=e). `unit` names a
+    class in messages ("identity" for face datasets, whose classes are training identities)."""
     orders = class_order(labels, num_classes, seed, dataset_key)
     out = []
     for c, order in enumerate(orders):
         if start + count > len(order):
             name = class_names[c] if class_names is not None else c
             raise DatasetError(
-                f"class {name!r} has {len(order)} training images; {start + count} per class were asked for "
-                f"(real.base + real.extra must not exceed the smallest class)"
+                f"{unit} {name!r} has {len(order)} training images; {start + count} per {unit} were asked for "
+                f"(real.base + real.extra must not exceed the smallest {unit})"
             )
         out.append(order[start : start + count])
     return np.concatenate(out)
@@ -458,5 +467,5 @@ def real_indices(ds: Dataset, *, seed: int, per_class: int) -> np.ndarray:
     its extra images (nested: the first `per_class` of every class's fixed order)."""
     return subset_indices(
         ds.train.labels, ds.num_classes, seed=seed, start=0, count=per_class, dataset_key=ds.key,
-        class_names=ds.class_names,
+        class_names=ds.class_names, unit="class" if ds.verification is None else "identity",
     )  # fmt: skip
