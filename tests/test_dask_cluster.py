@@ -2,7 +2,9 @@
 their command lines, as a cluster's job scripts start them, and `study.run --backend dask --address`. The
 cells equal a local-process (loky) run of the same grid with the same thread layout (one torch thread per
 worker); one worker is SIGKILLed while it builds an artifact and the grid still finishes with nothing lost
-(Dask reschedules the task, or, if the run gives up on it, the same command completes the grid)."""
+(Dask reschedules the task, or, if the run gives up on it, the same command completes the grid). No artifact
+is ever built by the submitting `study.run` process (on a cluster, the login node), also when the cluster is
+down to one worker thread: each artifact's provenance names the process that built it."""
 
 from __future__ import annotations
 
@@ -75,6 +77,14 @@ def study_run(grid: Path, results: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+def builders(results: Path) -> dict[str, int]:
+    """Every finished artifact (stage/directory) and the pid its provenance names as its builder."""
+    return {
+        f"{p.parent.parent.name}/{p.parent.name}": json.loads((p.parent / "provenance.json").read_text())["pid"]
+        for p in (results / "store").glob("*/*/done.json")
+    }
+
+
 def table(results: Path) -> pd.DataFrame:
     return pd.read_csv(results / "tiny" / "cells.csv").sort_values("cell").reset_index(drop=True)
 
@@ -97,12 +107,77 @@ def test_loopback_dask_cluster_matches_loky_and_survives_a_worker_kill(tmp_path)
         os.killpg(workers[0].pid, signal.SIGKILL)
         workers[0].wait()
         out = run.communicate()[0]
-        first = run.returncode
+        first, submitters = run.returncode, {run.pid}
         if first != 0:  # the scheduler gave up on the task: the same command completes the grid
             rerun = study_run(grid, results, "--backend", "dask", "--address", address, "--jobs", "2")
             out += rerun.communicate()[0]
+            submitters.add(rerun.pid)
             assert rerun.returncode == 0, out
+    # After the kill the cluster has one worker thread: still nothing is built by the submitting process.
+    built = builders(results)
+    assert len(built) == 14 and not {a: pid for a, pid in built.items() if pid in submitters}, built
     done = table(results)
     assert len(done) == 8 and set(done["status"]) == {"done"}, out
     pd.testing.assert_frame_equal(done[RESULT_COLUMNS], table(tmp_path / "loky")[RESULT_COLUMNS])
     print(f"dask worker kill: first run exit {first}")
+
+
+REAL_ONLY = """
+name: tiny
+dataset: {name: digits}
+real: {base: [5], extra: [5]}
+classifier: {arch: study_cnn, width: 4, steps: 5, batch_size: 16, augment: false, precision: fp32}
+seeds: [0]
+device: cpu
+"""
+
+
+def test_a_one_thread_dask_cluster_computes_nothing_in_the_submitting_process(tmp_path):
+    """`--backend dask --jobs 1` starts a local cluster of one one-thread worker: joblib's dask backend would
+    run such a call in the calling process; every artifact must come from the worker."""
+    grid = tmp_path / "real.yaml"
+    grid.write_text(REAL_ONLY)
+    run = study_run(grid, tmp_path / "results", "--backend", "dask", "--jobs", "1")
+    out = run.communicate()[0]
+    assert run.returncode == 0, out
+    built = builders(tmp_path / "results")
+    assert len(built) == 2, built  # the two real-only classifiers (no generators: no reference)
+    assert run.pid not in set(built.values()), built
+    assert len(set(built.values())) == 1, built  # the one worker process built them all
+
+
+def test_a_task_the_cluster_gives_up_on_is_a_failed_artifact_the_rerun_builds(tmp_path, monkeypatch):
+    """What `future.result()` raises for a task Dask gave up on (KilledWorker after `allowed-failures` worker
+    deaths; simulated here by a task that raises on an in-process cluster) is that artifact's failure, named
+    LostOnCluster, with no done marker: the others go on and the next run builds it. (A real KilledWorker, with
+    allowed-failures 0 and a worker SIGKILLed under a generator, gave the same: that generator and its 4
+    dependants failed, exit 1, and the same command built them on the surviving worker.)"""
+    from distributed import Client, LocalCluster
+
+    from study.grid import expand, load_grid
+    from study.runner import execute
+    from study.runner.plan import make_plan
+    from study.runner.stages import Context
+
+    grid_file = tmp_path / "real.yaml"
+    grid_file.write_text(REAL_ONLY)
+    grid = load_grid(grid_file)
+    plan = make_plan(grid, expand(grid))
+    nodes = list(plan.nodes.values())
+    ctx = Context(grid, str(tmp_path / "store"), "cpu", progress=False)
+
+    def lost(node, ctx, threads):
+        raise OSError(f"the worker building {node.art.slug} died")
+
+    monkeypatch.setattr(execute, "_build_pair", lost)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        outcomes = list(execute._dask_map(client, nodes, ctx, None))
+    assert sorted(n.key for n, _ in outcomes) == sorted(n.key for n in nodes) and len(nodes) == 2
+    for node, outcome in outcomes:
+        assert outcome.status == "failed" and not ctx.store.is_done(node.art)
+        expected = f"LostOnCluster: the Dask cluster lost the task (OSError: the worker building {node.art.slug} died)"
+        assert outcome.error.startswith(expected), outcome.error
+        assert (ctx.store.path(node.art) / "error.txt").read_text().startswith(expected)

@@ -89,6 +89,14 @@ def test_a_backend_that_cannot_start_exits_2(tmp_path, capsys):
     assert "--address tcp://127.0.0.1:9: cannot connect to the Dask scheduler" in capsys.readouterr().err
 
 
+def test_ray_with_one_job_is_refused_before_anything_runs_here(tmp_path, capsys):
+    """joblib's ray backend (a multiprocessing backend) runs a one-job call in the calling process: the login
+    node on a cluster. Refused up front, ray installed or not."""
+    assert run(tmp_path, GRID, "--backend", "ray") == 2
+    assert "--backend ray --jobs 1: with one job joblib runs every stage in this process" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "store").exists()
+
+
 def test_a_missing_device_exits_2(tmp_path, capsys):
     import torch
 

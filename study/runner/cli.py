@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
         if args.jobs < 1:
             raise BadInput(f"--jobs {args.jobs}: expected a positive number of workers")
+        if args.backend == "ray" and args.jobs < 2:  # joblib's ray backend runs a 1-job call in the caller
+            raise BadInput(
+                f"--backend ray --jobs {args.jobs}: with one job joblib runs every stage in this process, not on "
+                "the Ray cluster; give --jobs N >= 2 (the stages run at once)"
+            )
         plan = make_plan(grid, expand(grid))  # reads pretrained models' local directories (their keys)
     except StudyInputError as exc:  # only input errors: a bug elsewhere propagates with its traceback
         print(f"error: {exc}", file=sys.stderr)

@@ -4,17 +4,27 @@ A wave holds the nodes whose parents are all in earlier waves (reference classif
 real-only classifiers first; then sample sets; then the classifiers that read them). Inside a wave every
 node is independent, so any backend can run them in any order; the store's locks make concurrent runners
 (other shards, other machines on a shared file system) build each artifact once.
+
+With a cluster backend no stage ever runs in the submitting process (on a cluster: the login node). Dask
+tasks are submitted as futures: joblib's dask backend runs a whole `Parallel` call in the calling process
+when the cluster has one worker thread (it sizes itself by the cluster's threads and treats 1 as
+sequential), which is what a cluster is left with after a worker dies. Dask resubmits a task whose worker
+died to the remaining workers (up to `distributed.scheduler.allowed-failures`, 3, deaths per task); a task it
+gives up on is a failed artifact with the reason, and the same command builds it again.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from study.errors import BackendError
 from study.runner.plan import Node, Plan
 from study.runner.stages import Context, Outcome, build_node, fail_node
+
+LOST = "LostOnCluster"  # the error kind of an artifact whose task the cluster gave up on
 
 
 def waves(plan: Plan, nodes: list[Node]) -> list[list[Node]]:
@@ -58,10 +68,11 @@ def cpu_count() -> int:
 
 
 @contextmanager
-def backend_session(backend: str, jobs: int, address: str | None) -> Iterator[str]:
+def backend_session(backend: str, jobs: int, address: str | None) -> Iterator:
     """Set up the joblib backend: loky (local processes), dask (an existing scheduler at `address`, or a
-    local cluster), or ray (`address` or a local instance). Yields the joblib backend name. A backend that
-    cannot start (its extra missing, the scheduler unreachable) raises BackendError."""
+    local cluster), or ray (`address` or a local instance). Yields the joblib backend name, or for dask the
+    `distributed.Client` tasks are submitted to. A backend that cannot start (its extra missing, the scheduler
+    unreachable) raises BackendError."""
     if backend == "loky":
         yield "loky"
         return
@@ -82,7 +93,7 @@ def backend_session(backend: str, jobs: int, address: str | None) -> Iterator[st
                 cluster.close()
             raise BackendError(f"--address {address}: cannot connect to the Dask scheduler ({exc})") from exc
         try:
-            yield "dask"
+            yield client
         finally:
             client.close()
             if cluster is not None:
@@ -136,19 +147,45 @@ def run_nodes(
     return outcomes
 
 
-def _map(nodes: list[Node], ctx: Context, remote: bool, jobs: int, backend: str, threads: int | None):
+def _map(nodes: list[Node], ctx: Context, remote: bool, jobs: int, backend, threads: int | None):
+    """(node, outcome) for each node as it finishes: in this process (one local job), on joblib's loky
+    processes, or on the cluster (`backend` is then a dask Client, or "ray")."""
     if not nodes:
         return
     if not remote:  # in-process: inner progress bars show, tracebacks stay local
         for node in nodes:
             yield node, build_node(node, ctx, threads)
         return
+    quiet = Context(ctx.grid, ctx.store_root, ctx.device, progress=False, force=ctx.force)
+    if not isinstance(backend, str):
+        yield from _dask_map(backend, nodes, quiet, threads)
+        return
     from joblib import Parallel, delayed, parallel_config
 
-    quiet = Context(ctx.grid, ctx.store_root, ctx.device, progress=False, force=ctx.force)
-    # parallel_config (not Parallel(backend=...)) registers joblib's dask and ray backends on first use.
+    # parallel_config (not Parallel(backend=...)) registers joblib's ray backend on first use.
     with parallel_config(backend=backend, n_jobs=jobs):
         yield from Parallel(return_as="generator_unordered")(delayed(_build_pair)(n, quiet, threads) for n in nodes)
+
+
+def _dask_map(client, nodes: list[Node], ctx: Context, threads: int | None):
+    """Every node a Dask future (never run here, whatever the cluster's size), yielded as each finishes. A
+    task the cluster gives up on (its worker died `allowed-failures` times: KilledWorker; or the scheduler
+    lost it) is a failed outcome naming why; the others go on. Leaving early (Ctrl-C) cancels what is left."""
+    from distributed import as_completed
+
+    # Keys name the artifact (the dashboard shows them) and are unique per submission.
+    futures = {client.submit(_build_pair, n, ctx, threads, key=f"study-{n.art.slug}-{uuid.uuid4().hex[:12]}"): n
+               for n in nodes}  # fmt: skip
+    try:
+        for future in as_completed(futures):
+            node = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001 - build_node returns failures; this is the task lost
+                reason = f"the Dask cluster lost the task ({type(exc).__name__}: {exc}); run the same command"
+                yield node, fail_node(node, ctx, reason, kind=LOST)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
 
 
 def _build_pair(node: Node, ctx: Context, threads: int | None) -> tuple[Node, Outcome]:

@@ -319,12 +319,13 @@ def build_node(node: Node, ctx: Context, threads: int | None = None) -> Outcome:
     return Outcome(node.key, node.stage, "built" if built else "cached", seconds)
 
 
-def fail_node(node: Node, ctx: Context, reason: str) -> Outcome:
-    """Record that a node could not run because a parent failed (retried on the next run)."""
+def fail_node(node: Node, ctx: Context, reason: str, kind: str = "ParentFailed") -> Outcome:
+    """Record that a node could not run (a parent failed, or the cluster lost its task); retried on the next
+    run."""
     store = ctx.store
     store.path(node.art).mkdir(parents=True, exist_ok=True)
-    store.mark_failed(node.art, f"ParentFailed: {reason}\n")
-    return Outcome(node.key, node.stage, "failed", error=f"ParentFailed: {reason}")
+    store.mark_failed(node.art, f"{kind}: {reason}\n")
+    return Outcome(node.key, node.stage, "failed", error=f"{kind}: {reason}")
 
 
 def _summary(exc: BaseException) -> str:
