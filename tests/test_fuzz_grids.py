@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -102,18 +103,8 @@ def mutations(draw) -> tuple[str, str, str, str | None]:
     return kind, f"cut at {cut} + {junk!r}", text[:cut] + junk + text[cut + len(junk) :], None
 
 
-OUTCOMES: dict[str, int] = {}
-
-
-@settings(
-    max_examples=120,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
-@given(mutation=mutations())
-def test_a_mutated_grid_plans_or_exits_2_naming_the_key(mutation, tmp_path):
+def check_mutation(mutation, tmp_path: Path) -> str:
+    """The property for one mutated grid; returns its outcome ("<kind> exit <code>")."""
     kind, what, text, key = mutation
     grid = tmp_path / "grid.yaml"
     grid.write_bytes(text.encode("utf-8", "surrogatepass"))
@@ -134,13 +125,22 @@ def test_a_mutated_grid_plans_or_exits_2_naming_the_key(mutation, tmp_path):
             assert key in message, f"{what}: the message does not name {key!r}\n{message}"
     else:
         assert "pre-flight: inputs checked" in out.getvalue(), what
-    OUTCOMES[f"{kind} exit {code}"] = OUTCOMES.get(f"{kind} exit {code}", 0) + 1
+    return f"{kind} exit {code}"
 
 
-def test_the_fuzz_reached_both_outcomes():
-    """The mutations are not degenerate: some grids stay valid (plan and pre-flight), others are rejected."""
-    if not OUTCOMES:
-        pytest.skip("runs after the property test (same module)")
-    print(f"fuzzed grids: {OUTCOMES}")
-    codes = {k.split()[-1] for k in OUTCOMES}
-    assert codes == {"0", "2"}, OUTCOMES
+def test_a_mutated_grid_plans_or_exits_2_naming_the_key(tmp_path):
+    """The property over 120 derandomized mutations, then that they were not degenerate: some grids stay valid
+    (plan and pre-flight), others are rejected. One test, so the count never depends on which tests ran
+    before it. The examples share `tmp_path` (one decode cache), as a user's results directory would."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=120, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+              database=None)  # fmt: skip
+    @given(mutation=mutations())
+    def every_mutation(mutation):
+        outcomes[check_mutation(mutation, tmp_path)] += 1
+
+    every_mutation()
+    print(f"fuzzed grids: {dict(outcomes)}")
+    assert sum(outcomes.values()) >= 120, outcomes  # hypothesis ran every example (more when it shrinks)
+    assert {k.split()[-1] for k in outcomes} == {"0", "2"}, outcomes
