@@ -9,8 +9,9 @@ With a cluster backend no stage ever runs in the submitting process (on a cluste
 tasks are submitted as futures: joblib's dask backend runs a whole `Parallel` call in the calling process
 when the cluster has one worker thread (it sizes itself by the cluster's threads and treats 1 as
 sequential), which is what a cluster is left with after a worker dies. Dask resubmits a task whose worker
-died to the remaining workers (up to `distributed.scheduler.allowed-failures`, 3, deaths per task); a task it
-gives up on is a failed artifact with the reason, and the same command builds it again.
+died to the remaining workers until more than `distributed.scheduler.allowed-failures` (3) workers have died
+under it; a task it gives up on (KilledWorker) is a failed artifact with the reason, and the same command
+builds it again.
 """
 
 from __future__ import annotations
