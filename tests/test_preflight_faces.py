@@ -6,6 +6,7 @@ the real run reads. Nothing here trains a model: the real runs stop at their pre
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,20 +126,24 @@ def test_an_identity_short_of_base_plus_extra_is_named(shared_data, tmp_path, ca
 
 
 def test_lfw_asking_for_more_identities_than_qualify_fails_before_decoding(shared_data, tmp_path, capsys, monkeypatch):
-    """grids/faces-lfw.yaml with 1000 training identities (158 qualify): both runs exit 2 with the same
-    message, and neither decodes an image (the tree is listed and the pairs checked, nothing more)."""
-    if not (shared_data / "lfw" / "lfw-grey").is_dir():
-        pytest.skip(f"LFW not staged under {shared_data / 'lfw'}")
+    """grids/faces-lfw.yaml with 1000 training identities (fewer qualify: counted here from the tree and the
+    pairs file): both runs exit 2 with the same message, and neither decodes an image (the tree is listed and
+    the pairs checked, nothing more)."""
+    lfw = shared_data / "lfw"
+    if not (lfw / "lfw-grey").is_dir():
+        pytest.skip(f"LFW not staged under {lfw}")
     monkeypatch.setattr(faces, "decode", lambda *a: pytest.fail("an image was decoded"))
     text = (Path(__file__).resolve().parents[1] / "grids" / "faces-lfw.yaml").read_text()
-    text = text.replace("${STUDY_DATA:-../shared/data}", str(shared_data)).replace(
-        "  min_images: 8", "  min_images: 8\n  identities: 1000"
+    text, n = re.subn(r"(?m)^  min_images: (\d+)$", r"\g<0>\n  identities: 1000", text)
+    assert n == 1, "grids/faces-lfw.yaml has no `min_images:` line in its dataset block"
+    min_images = int(re.search(r"(?m)^  min_images: (\d+)$", text).group(1))
+    in_pairs = {w for line in (lfw / "pairsDevTest.txt").read_text().splitlines()[1:] for w in line.split()[::2]}
+    qualify = sum(
+        1 for d in (lfw / "lfw-grey").iterdir() if d.name not in in_pairs and len(list(d.iterdir())) >= min_images
     )
     grid = tmp_path / "faces-lfw.yaml"
-    grid.write_text(text)
+    grid.write_text(text.replace("${STUDY_DATA:-../shared/data}", str(shared_data)))
     dry, real = dry_and_real(capsys, grid, tmp_path / "results")
     assert dry == real and dry[0] == 2, dry
-    assert (
-        "dataset.identities: 1000 asked for, only 158 qualify (in no pair of pairsDevTest.txt and >= 8 images)"
-        in dry[1]
-    )
+    expected = f"1000 asked for, only {qualify} qualify (in no pair of pairsDevTest.txt and >= {min_images} images)"
+    assert f"dataset.identities: {expected}" in dry[1], dry[1]
