@@ -57,13 +57,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
     out.mkdir(parents=True, exist_ok=True)
     for name in [*FIGURES.values(), verification.FIGURE]:  # a figure not drawn now must not survive from before
         (out / name).unlink(missing_ok=True)
-    # Everything below reads test_acc / n_test: the grid's analysed metric as a proportion over its effective
-    # binomial trials (study.analysis.metric; test accuracy itself for classification grids).
-    metric = grid_metric((res.plan or {}).get("grid"), res.cells)
-    try:
-        res = dataclasses.replace(res, cells=on_metric(res.cells, metric))
-    except MetricError as exc:
-        raise ReportError(f"{res.results_dir / 'cells.csv'}: {exc}") from None
+    res, metric = on_grid_metric(res)
     label = metric_label(metric)
     done = res.cells[res.cells["status"] == "done"].copy()
     arms = list(dict.fromkeys([a for a in plots.REAL_ARMS if a in set(res.cells["arm"])] + list(res.cells["arm"])))
@@ -72,7 +66,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
     summary = in_arm_order(summarise(done, level), arms, *CELL_KEYS[2:])
     per_seed, gains = paired_gains(done, level)
     gains = in_arm_order(gains, arms, "base_per_class", "added_per_class")
-    eq, eq_error = _analyse(res, done, n_boot, level, seed)
+    eq, eq_error = analyse_results(res, done, n_boot, level, seed)
     synthetic = [a for a in arms if kinds[a] in ("closed", "open")]
     n_classes = n_classes_of(res.cells)
 
@@ -116,7 +110,17 @@ def _write(out: Path, md: list[str]) -> Path:
     return path
 
 
-def _analyse(res: Results, done: pd.DataFrame, n_boot: int, level: float, seed: int):
+def on_grid_metric(res: Results) -> tuple[Results, str]:
+    """The results with test_acc / n_test holding the grid's analysed metric as a proportion over its effective
+    binomial trials (study.analysis.metric; test accuracy itself for classification grids), and the metric."""
+    metric = grid_metric((res.plan or {}).get("grid"), res.cells)
+    try:
+        return dataclasses.replace(res, cells=on_metric(res.cells, metric)), metric
+    except MetricError as exc:
+        raise ReportError(f"{res.results_dir / 'cells.csv'}: {exc}") from None
+
+
+def analyse_results(res: Results, done: pd.DataFrame, n_boot: int, level: float, seed: int):
     """The equivalence analysis and its tables beside cells.csv; a reduced grid (one base size, no real
     curve, real arms only) gives the reason instead, and the report goes on without it."""
     if done.empty:

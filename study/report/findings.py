@@ -1,0 +1,133 @@
+"""The findings page's table: one row per study and synthetic arm, built from each study's results directory by
+the analysis its report runs (study.report.build: the grid's metric, the equivalence analysis with the same
+bootstrap seed and level), so the page and the per-study reports agree. Never imports torch.
+
+    python -m study.report.findings results/quickstart results/cifar10-16px --out reports/FINDINGS.md
+
+Only the part of `--out` between the two marker lines (FINDINGS_START, FINDINGS_END) is rewritten: the prose
+around it (the claims set against the papers, the search table) is written by hand and kept. A file without the
+markers gets them appended. Columns per arm:
+    β [interval]         real images gained per synthetic image, pooled over base sizes (joint model, random
+                         effect per generator); per base first when the likelihood-ratio test rejects one β
+    k                    1/β with its interval where β > 0 is measured; the bound k ≥ 1/β_hi otherwise
+    c1, c2 (published)   the paper's closed form n_real = c1 · log(1 + n_syn / (c2 · n_real)) fitted here, the
+                         paper's c2 where the grid names its setting (analysis.published)
+    verdict              gain / no measurable gain / hurts / not estimable
+    diagnostics          means over the arm's sample sets: conditional accuracy (judge), near-copy share and
+                         distance ratio against the base (memorisation), precision / recall (fidelity, diversity),
+                         domain AUC (0.5 = indistinguishable from real)
+Cost: the analysis of each study (seconds to a minute each, the bootstrap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from study.analysis.metric import metric_label
+from study.report.build import analyse_results, on_grid_metric
+from study.report.estimates import HETEROGENEITY_P
+from study.report.inputs import ReportError, Results, locate
+from study.report.markdown import fmt, fmt_ci, in_arm_order, md_table
+from study.store import atomic_write_text
+
+FINDINGS_START = "<!-- findings table: written by `python -m study.report.findings`; edit outside the markers -->"
+FINDINGS_END = "<!-- end of findings table -->"
+DIAGNOSTICS = {"cond_acc": "cond. acc.", "mem_frac": "near-copy", "mem_ratio": "dist. ratio",
+               "precision": "precision", "recall": "recall", "domain_auc": "domain AUC"}  # fmt: skip
+
+
+def study_rows(res: Results, n_boot: int = 1000, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """One row per synthetic arm of one study (see the module docstring for the columns)."""
+    res, metric = on_grid_metric(res)
+    done = res.cells[res.cells["status"] == "done"].copy()
+    eq, error = analyse_results(res, done, n_boot, level, seed)
+    if eq is None:
+        raise ReportError(f"{res.results_dir}: the equivalence analysis could not run: {error}")
+    if eq.fit.empty:
+        raise ReportError(f"{res.results_dir}: no synthetic arm with done cells: nothing for the findings table")
+    n_cells = res.cells.groupby("arm")["status"].agg(total="size", failed=lambda s: int((s != "done").sum()))
+    rows = []
+    for r in in_arm_order(eq.fit, list(dict.fromkeys(res.cells["arm"]))).itertuples():
+        row = {"study": f"{res.name} ({metric_label(metric)})", "arm": r.arm,
+               "cells (failed)": f"{n_cells.loc[r.arm, 'total']} ({n_cells.loc[r.arm, 'failed']})",
+               "β": _beta(r, eq.fit_by_base), "k": _k(r), "c1": fmt(r.c1, 3, sig=True),
+               "c2 [published]": _c2(r), "verdict": r.verdict}  # fmt: skip
+        sets = done[(done["arm"] == r.arm) & done.get("diagnostics_key", pd.Series(dtype=str)).notna()]
+        sets = sets.drop_duplicates("diagnostics_key") if "diagnostics_key" in sets else sets.iloc[:0]
+        cond = done.loc[done["arm"] == r.arm, "cond_acc"] if "cond_acc" in done else pd.Series(dtype=float)
+        for col, label in DIAGNOSTICS.items():
+            values = pd.to_numeric(cond if col == "cond_acc" else sets.get(col, pd.Series(dtype=float)),
+                                   errors="coerce").dropna()  # fmt: skip
+            row[label] = fmt(values.mean(), 2) if len(values) else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _beta(r, by_base: pd.DataFrame) -> str:
+    pooled = fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True)
+    p = getattr(r, "heterogeneity_base_p", np.nan)
+    if not (pd.notna(p) and p < HETEROGENEITY_P) or by_base.empty:
+        return pooled
+    per = by_base[by_base["arm"] == r.arm].sort_values("base_per_class")
+    text = "; ".join(f"{fmt_ci(b.beta, b.beta_lo, b.beta_hi, sig=True)} at {int(b.base_per_class)}"
+                     for b in per.itertuples())  # fmt: skip
+    return f"per base (p = {fmt(p, 2, sig=True)}): {text}; pooled {pooled}"
+
+
+def _k(r) -> str:
+    if r.verdict == "gain":
+        return fmt_ci(r.k, r.k_lo, r.k_hi, sig=True)
+    if r.verdict == "no measurable gain" and np.isfinite(r.k_lo) and r.k_lo > 0:
+        return f"≥ {fmt(r.k_lo, 3, sig=True)}"
+    return "—"
+
+
+def _c2(r) -> str:
+    ours = fmt_ci(r.c2, r.c2_lo, r.c2_hi, sig=True) if np.isfinite(r.c2) and r.c2 < 1e5 else "unbounded"
+    published = getattr(r, "c2_published", np.nan)
+    return ours + (f" [{fmt(published, 3, sig=True)}]" if pd.notna(published) else "")
+
+
+def table_markdown(targets: list[str | Path], n_boot: int = 1000, level: float = 0.9) -> str:
+    rows = pd.concat([study_rows(locate(t), n_boot, level) for t in targets], ignore_index=True)
+    return (f"{level:.0%} intervals; built from {', '.join(f'`{t}`' for t in targets)} "
+            "(the same analysis as each study's report).\n\n" + md_table(rows))  # fmt: skip
+
+
+def replace_between_markers(text: str, table: str) -> str:
+    """`text` with the part between the markers replaced by `table` (the markers appended when absent)."""
+    block = f"{FINDINGS_START}\n\n{table}\n\n{FINDINGS_END}"
+    if FINDINGS_START not in text:
+        return text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
+    head, rest = text.split(FINDINGS_START, 1)
+    if FINDINGS_END not in rest:
+        raise ReportError(f"the findings page has {FINDINGS_START!r} but not {FINDINGS_END!r}: fix the markers")
+    return head + block + rest.split(FINDINGS_END, 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m study.report.findings", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("targets", nargs="+", help="results directories (or grid files) of the studies, in row order")
+    p.add_argument("--out", default="reports/FINDINGS.md", help="the findings page (default reports/FINDINGS.md)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates, as the reports (default 1000)")
+    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    try:
+        table = table_markdown(args.targets, args.n_boot, args.level)
+        atomic_write_text(out, replace_between_markers(out.read_text() if out.exists() else "", table))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"findings table: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
