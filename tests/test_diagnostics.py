@@ -242,3 +242,30 @@ def test_separation_names_the_diagnostic_from_the_numbers():
     assert table.loc["closed-30", "shared"]  # same sample sets as closed, other outcome: no diagnostic can tell
     assert table.loc["open", "auc"] == 0.0  # open's near-copy shares all lie below closed's
     assert dx.most_memorised(points) == "closed = closed-30"
+
+
+def test_why_sentences_split_an_arm_by_base_when_its_beta_differs_between_bases():
+    """The open arm helps at base 5 (its sets there are original: low near-copy share) but not at base 10 (its
+    sets there copy the base); its per-base test rejects one beta, so it gets one sentence per base, each with its
+    own outcome and diagnostic; without the rejection, one sentence for the arm."""
+    from study.report.diagnostics import sentences
+
+    cells = _cells()
+    big = (cells["arm"] == "open") & (cells["base_per_class"] == 10)
+    cells.loc[big, "mem_frac"] = 0.95 + 0.01 * cells.loc[big, "seed"]
+    points = dx.sample_set_points(cells.drop(columns="beta"), cells[["cell", "beta"]])
+    fit = pd.DataFrame({"arm": ["closed", "closed-30", "open"], "verdict": ["no measurable gain", "gain", "gain"],
+                        "heterogeneity_base_p": [0.6, 0.5, 0.003]})  # fmt: skip
+    by_base = pd.DataFrame({"arm": ["open", "open", "closed", "closed"], "base_per_class": [5, 10, 5, 10],
+                            "verdict": ["gain", "no measurable gain", "no measurable gain", "no measurable gain"]})  # fmt: skip
+    text = sentences(points, fit, by_base)
+    assert "per base size for open (β differs between bases: p = 0.003)" in text
+    assert "- **open at 5/class** helped (β > 0)" in text
+    assert "- **open at 10/class** did not help" in text
+    assert "- **open** " not in text and "- **closed at" not in text  # closed's test does not reject: one sentence
+    line = next(s for s in text.splitlines() if s.startswith("- **open at 5/class**"))
+    assert "from closed, open at 10/class is near-copy share (pixels)" in line  # its rivals include its own base 10
+    # The same table without a rejection (or without per-base fits): the arm speaks once.
+    whole = sentences(points, fit.assign(heterogeneity_base_p=0.4), by_base)
+    assert "- **open** helped" in whole and "at 5/class" not in whole
+    assert sentences(points, fit) == sentences(points, fit, None)

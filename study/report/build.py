@@ -91,7 +91,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
         md += ["## Generator diagnostics vs downstream gain", *diagnostics_section(per_seed, palette, out, level)]
         md += ["## Why did synthetic data help or not?",
                *sample_set_diagnostics.section(done, getattr(eq, "per_cell", None), getattr(eq, "fit", None),
-                                               palette, out, level)]  # fmt: skip
+                                               palette, out, level, getattr(eq, "fit_by_base", None))]  # fmt: skip
     if verification.is_verification(done):
         roc = res.results_dir / ROC_CURVES
         md += ["## Verification on unseen identities",

@@ -1,6 +1,6 @@
 """The report's "Why did synthetic data help or not?" section: the sample-set diagnostics (study.sampling.diagnostics,
 read from cells.csv) per arm and base, beta against each of them (one point per distinct sample set, Spearman with
-a Fisher-z interval), one sentence per arm naming the diagnostic that separates it from the arms of the other
+a Fisher-z interval), one sentence per arm (per arm and base where its β differs between bases) naming the diagnostic that separates it from the arms of the other
 outcome, and the nearest-base-image panels of the most-memorised arm for the samples figure. Never imports torch.
 """
 
@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D
 from study.analysis import diagnostics as dx
 from study.analysis.estimators import t_interval
 from study.report import plots
+from study.report.estimates import HETEROGENEITY_P
 from study.report.markdown import figure, fmt_ci, md_table
 from study.store import NEAREST, Store
 
@@ -29,8 +30,9 @@ SHORT = {"mem_frac": "near-copy", "mem_ratio": "dist. ratio", "mem_frac_feat": "
 
 
 def section(done: pd.DataFrame, per_cell: pd.DataFrame | None, fit: pd.DataFrame | None, palette, out: Path,
-            level: float) -> list[str]:  # fmt: skip
-    """The section's markdown (figure 7 written to `out`)."""
+            level: float, fit_by_base: pd.DataFrame | None = None) -> list[str]:  # fmt: skip
+    """The section's markdown (figure 7 written to `out`); `fit_by_base` (the joint model per arm and base) splits
+    the "why" sentences of an arm by base where its rate differs between bases."""
     points = dx.sample_set_points(done, per_cell)
     if points.empty:
         return ["Not available: no done synthetic cell carries sample-set diagnostics (older tables, or the "
@@ -52,7 +54,7 @@ def section(done: pd.DataFrame, per_cell: pd.DataFrame | None, fit: pd.DataFrame
         lines += [f"Rank correlation of β with each diagnostic over {len(points)} sample sets:",
                   md_table(table[["diagnostic", "n", "Spearman ρ (β)"]])]  # fmt: skip
     if fit is not None and len(fit):
-        lines.append(sentences(points, fit))
+        lines.append(sentences(points, fit, fit_by_base))
     missing = done["diagnostics_error"].astype("string").fillna("") if "diagnostics_error" in done else pd.Series([])
     if (missing != "").any():
         lines.append(f"{int((missing != '').sum())} synthetic cells have no diagnostics (the stage failed): "
@@ -133,10 +135,19 @@ def beta_figure(points: pd.DataFrame, corr: pd.DataFrame, palette) -> Figure:
     return fig
 
 
-def sentences(points: pd.DataFrame, fit: pd.DataFrame) -> str:
-    """One sentence per synthetic arm, from the numbers: helped = the joint model's β interval lies above 0."""
+def sentences(points: pd.DataFrame, fit: pd.DataFrame, fit_by_base: pd.DataFrame | None = None) -> str:
+    """One sentence per synthetic arm, from the numbers: helped = the joint model's β interval lies above 0. Where
+    the arm's heterogeneity test rejects one β for every base (p < HETEROGENEITY_P) and per-base fits exist, one
+    sentence per (arm, base) instead, each base's outcome from its own β and its sample sets at that base."""
     present = {a for arms in points["arms"] for a in arms.split(" = ")}
     verdicts = {r.arm: r.verdict for r in fit.itertuples() if r.arm in present}
+    split = _split_by_base(fit, fit_by_base, verdicts)
+    if split:
+        points = points.assign(arms=[" = ".join(_unit(a, b, split) for a in arms.split(" = "))
+                                     for arms, b in zip(points["arms"], points["base_per_class"], strict=True)])  # fmt: skip
+        for arm, per_base in split.items():
+            del verdicts[arm]
+            verdicts |= {_unit(arm, b, split): v for b, v in per_base.items()}
     helped = {a: v == "gain" for a, v in verdicts.items() if v in ("gain", "no measurable gain", "hurts")}
     table = dx.separations(points, helped)
     lines = [f"- **{a}**: β is {v}, so it is in neither group." for a, v in verdicts.items() if a not in helped]
@@ -158,7 +169,32 @@ def sentences(points: pd.DataFrame, fit: pd.DataFrame) -> str:
                          f"{', '.join(r.rivals)} is {dx.DIAGNOSTICS[r.diagnostic]}, {r.mean:.3g} vs {r.other_mean:.3g} "
                          f"(mean over {r.n_sets} vs {r.n_other} sample sets; rank separation {r.auc:.2f}, the share "
                          "of (its set, their set) pairs where its value is the larger: 0 or 1 = no overlap).")  # fmt: skip
-    return "Which diagnostic separates the arms that helped from those that did not (per arm):\n\n" + "\n".join(lines)
+    where = "per arm"
+    if split:
+        p = fit.set_index("arm")["heterogeneity_base_p"]
+        where = "per arm, and per base size for " + ", ".join(
+            f"{a} (β differs between bases: p = {p[a]:.2g})" for a in split
+        )
+    return f"Which diagnostic separates the arms that helped from those that did not ({where}):\n\n" + "\n".join(lines)
+
+
+def _unit(arm: str, base, split: dict) -> str:
+    """The name an arm's sample sets go by: the arm, or "arm at B/class" when it is split by base."""
+    return f"{arm} at {int(base)}/class" if arm in split else arm
+
+
+def _split_by_base(fit, fit_by_base, verdicts: dict) -> dict[str, dict]:
+    """Arms whose per-base test rejects one β: {arm: {base: verdict of that base's β}}."""
+    if fit_by_base is None or not len(fit_by_base) or "heterogeneity_base_p" not in fit or "verdict" not in fit_by_base:
+        return {}
+    split = {}
+    for r in fit.itertuples():
+        p = r.heterogeneity_base_p
+        if r.arm in verdicts and pd.notna(p) and p < HETEROGENEITY_P:
+            mine = fit_by_base[fit_by_base["arm"] == r.arm]
+            if len(mine) > 1:
+                split[r.arm] = dict(zip(mine["base_per_class"], mine["verdict"], strict=True))
+    return split
 
 
 # --- the nearest-base-image rows of the samples figure ---------------------------------------------------------
