@@ -9,13 +9,17 @@ by the cells of one generator: the Monte-Carlo check behind the interval method 
 Each simulated study (study.analysis.simulate) has 3 seeds, bases 10/20/40 per class, real-extra 10/30, volumes
 10/20/40/80 per class, 10 classes, n_test 1000, classifier noise sd 0.1 on the logit, and two arms with planted
 beta 0.3 and 0.1. A scenario adds a quality effect shared by every cell of one generator (on log beta), and may
-make both arms open-set (one generator per seed, shared by every base). Per arm and per (arm, base), three
+make both arms open-set (one generator per seed, shared by every base). Per arm and per (arm, base), four
 90% intervals are compared:
-    random      the profile-likelihood interval with a random effect per generator (what the analysis reports);
-    fixed       the same likelihood with tau = 0: cells independent given the curve (the method before it);
-    two-stage   one rate per generator (curve held at its real fit), then mean +- t(G-1) sd / sqrt(G).
+    reported    what the analysis reports (study.analysis.joint): the random-effect one, or the two-stage one for
+                an arm with fewer than joint.FEW_GENERATORS generators (an open-set arm: one per seed);
+    random      the profile-likelihood interval with a random effect per generator;
+    fixed       the same likelihood with tau = 0: cells independent given the curve (the method before issue 18);
+    two-stage   one rate per generator with the curve refitted, then mean +- t(G-1) se, the se from their spread
+                and the shared curve's covariance (study.analysis.two_stage).
 Coverage is the share of intervals holding the planted beta, with its Monte-Carlo standard error
-sqrt(c (1 - c) / n); width is the median of hi - lo. Never imports torch.
+sqrt(c (1 - c) / n); width is the median of hi - lo, and the width ratio the median over intervals of each one's
+width over the fixed interval's of the same study, arm and level. Never imports torch.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from study.analysis.cells import Group, arm_mask, arms_of, check_cells, generator_of
-from study.analysis.curve import binomial_loglik, fit_curve
+from study.analysis.curve import fit_curve
 from study.analysis.joint import fit_arm
-from study.analysis.mixed import Data, Linear
+from study.analysis.mixed import Data, unpooled_dispersion
 from study.analysis.simulate import PlantedArm, simulate_cells
+from study.analysis.two_stage import two_stage
 
 LEVEL = 0.9
 DESIGN = {"bases": (10, 20, 40), "extras": (10, 30), "volumes": (10, 20, 40, 80), "seeds": (0, 1, 2), "n_test": 1000,
@@ -60,28 +64,11 @@ SCENARIOS = (
 )
 
 
-def _two_stage(curve, d: Data, level: float) -> tuple[float, float]:
-    """One rate per generator by maximum likelihood with the curve held, then a t(G-1) interval over them."""
-    lower = Linear(1).lower(d)[0]
-    rates = []
-    for g in range(len(d.generators)):
-        nb, ns, y, m = d.n_base[g, 0], d.n_syn[g, 0], d.y[g, 0], d.m[g, 0]
-
-        def nll(s, nb=nb, ns=ns, y=y, m=m):
-            return -float(binomial_loglik(y, m, curve.acc(np.maximum(nb + (np.exp(s) + lower) * ns, 0.5))))
-
-        s = optimize.minimize_scalar(nll, bounds=(np.log(-lower) - 12, np.log(-lower + 1e3)), method="bounded").x
-        rates.append(np.exp(s) + lower)
-    rates = np.array(rates)
-    if len(rates) < 2:
-        return np.nan, np.nan
-    half = stats.t.ppf(0.5 + level / 2, len(rates) - 1) * rates.std(ddof=1) / np.sqrt(len(rates))
-    return rates.mean() - half, rates.mean() + half
-
-
 def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True) -> list[dict]:
-    """The three kinds of interval per arm (and per arm and base) of one simulated cells table: the random and
-    fixed ones exactly as study.analysis.joint reports them (per base: one fit sharing the curve and tau)."""
+    """The four kinds of interval per arm (and per arm and base) of one simulated cells table: the reported, random
+    and fixed ones exactly as study.analysis.joint computes them (per base: one fit sharing the curve and tau; the
+    random-effect one is the reported one except where the two-stage fallback replaced it), and the two-stage one
+    (study.analysis.two_stage) for every arm."""
     table, _ = check_cells(cells)
     g = Group("simulated", "simulated", table, level)
     g = replace(g, curve=fit_curve(g.real_measurements, floor=g.chance))
@@ -91,22 +78,26 @@ def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = T
         syn = g.done[arm_mask(g.done, arm)]
         gens = generator_of(syn).to_numpy()
         common = {"arm": arm["arm"], "truth": TRUTH.get(arm["arm"], np.nan)}
-        for method, random in (("random", True), ("fixed", False)):
+        for random in (True, False):
             fitted = fit_arm(g, real, syn, by_base, random=random, tests=False)
-            row, per_base = fitted.row, fitted.per_base
-            rows.append({**common, "where": "arm", "method": method, "generators": row["n_generators"],
-                         "beta": row["beta"], "lo": row["beta_lo"], "hi": row["beta_hi"], "tau": row["generator_sd"]})  # fmt: skip
-            rows += [{**common, "where": f"base {r['base_per_class']:g}", "method": method, "generators":
-                      r["n_generators"], "beta": r["beta"], "lo": r["beta_lo"], "hi": r["beta_hi"],
-                      "tau": r["generator_sd"]} for r in per_base]  # fmt: skip
+            for where, r in [("arm", fitted.row)] + [(f"base {b['base_per_class']:g}", b) for b in fitted.per_base]:
+                key = "arm" if where == "arm" else r["base_per_class"]
+                out = {**common, "where": where, "generators": r["n_generators"], "tau": r["generator_sd"]}
+                ends = (r["beta"], r["beta_lo"], r["beta_hi"])
+                if random:
+                    rows.append({**out, "method": "reported", **dict(zip(("beta", "lo", "hi"), ends, strict=True))})
+                    ends = fitted.profile.get(key, ends)
+                rows.append({**out, "method": "random" if random else "fixed",
+                             **dict(zip(("beta", "lo", "hi"), ends, strict=True))})  # fmt: skip
+        phi, _ = unpooled_dispersion(g.curve, Data.build(real, syn, gens, syn["base_per_class"]))
         subsets = [("arm", np.ones(len(syn), bool))]
         subsets += [(f"base {b:g}", (syn["base_per_class"] == b).to_numpy()) for b in sorted(syn["base_per_class"].unique())
                     if by_base]  # fmt: skip
         for where, mask in subsets:
             d = Data.build(real, syn[mask], gens[mask], np.zeros(int(mask.sum()), int))
-            lo, hi = _two_stage(g.curve, d, level)
-            rows.append({**common, "where": where, "method": "two-stage", "generators": len(d.generators),
-                         "beta": np.nan, "lo": lo, "hi": hi, "tau": np.nan})  # fmt: skip
+            est = two_stage(g.curve, d, level, phi)
+            rows.append({**common, "where": where, "method": "two-stage", "generators": est.n_generators,
+                         "beta": est.beta, "lo": est.lo, "hi": est.hi, "tau": np.nan})  # fmt: skip
     return rows
 
 
@@ -137,11 +128,16 @@ def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_bas
 def coverage_table(intervals: pd.DataFrame) -> pd.DataFrame:
     """Coverage (with its Monte-Carlo SE) and median width per scenario, level (arm or base) and method."""
     frame = intervals.assign(level=np.where(intervals["where"] == "arm", "per arm", "per base"))
+    keys = ["scenario", "study", "arm", "where"]
+    fixed = frame.loc[frame["method"] == "fixed", [*keys, "width"]].rename(columns={"width": "fixed_width"})
+    frame = frame.merge(fixed, on=keys, how="left")
+    frame["ratio"] = frame["width"] / frame["fixed_width"]
     rows = []
     for (scenario, level, method), g in frame.groupby(["scenario", "level", "method"], sort=False):
         c = float(g["covered"].mean())
         rows.append({"scenario": scenario, "level": level, "method": method, "intervals": len(g), "coverage": c,
-                     "mc_se": float(np.sqrt(c * (1 - c) / len(g))), "median_width": float(g["width"].median())})  # fmt: skip
+                     "mc_se": float(np.sqrt(c * (1 - c) / len(g))), "median_width": float(g["width"].median()),
+                     "width_ratio": float(g["ratio"].median())})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -149,14 +145,15 @@ def _markdown(table: pd.DataFrame, studies: int, seconds: float) -> str:
     lines = ["# Coverage of the exchange-rate intervals", "",
              f"Written by `python -m study.analysis.coverage` (at least {studies} simulated studies per scenario, "
              f"{seconds / 60:.0f} min of CPU). Design: {DESIGN}; arms with planted beta {list(TRUTH.values())}; "
-             f"nominal {LEVEL:.0%}. Coverage ± its Monte-Carlo standard error; width: median of hi - lo.", "",
-             "| scenario | level | random effect (reported) | fixed (cells independent) | two-stage t(G-1) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             f"nominal {LEVEL:.0%}. Coverage ± its Monte-Carlo standard error; w: median of hi - lo; ×: median width "
+             "ratio to the fixed interval of the same study, arm and level.", "",
+             "| scenario | level | reported | random effect | fixed (cells independent) | two-stage t(G-1) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     wide = table.pivot_table(index=["scenario", "level"], columns="method", values=["coverage", "mc_se",
-                                                                                    "median_width"], sort=False)  # fmt: skip
+                             "median_width", "width_ratio"], sort=False)  # fmt: skip
     for (scenario, level), r in wide.iterrows():
-        cell = [f"{r[('coverage', m)]:.1%} ± {r[('mc_se', m)]:.1%} (w {r[('median_width', m)]:.3f})"
-                for m in ("random", "fixed", "two-stage")]  # fmt: skip
+        cell = [f"{r[('coverage', m)]:.1%} ± {r[('mc_se', m)]:.1%} (w {r[('median_width', m)]:.3f}, "
+                f"{r[('width_ratio', m)]:.2f}×)" for m in ("reported", "random", "fixed", "two-stage")]  # fmt: skip
         lines.append(f"| {scenario} | {level} | " + " | ".join(cell) + " |")
     return "\n".join(lines) + "\n"
 

@@ -55,7 +55,7 @@ def _headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> l
         r = fit.loc[arm]
         cells = f"{plural(r['n_done'], 'synthetic cell')}, {plural(r['n_seeds'], 'seed')}"
         n = f"joint model on this arm's {cells.replace(', ', ' (', 1)}) and the real cells"
-        n += f", {level:.0%} profile-likelihood interval with a random effect per generator"
+        n += f", {level:.0%} interval by {_method(r)}"
         if _flag(r, "few_generators"):
             n += (f"; only {plural(r['n_generators'], 'independent generator')}: the interval rests on them (an "
                   "open-set arm has one per seed)")  # fmt: skip
@@ -68,6 +68,12 @@ def _headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> l
             "synthetic image; k = 1/β synthetic images per real image where β's interval excludes zero, and the "
             "bound k ≥ 1/β_hi where it holds zero but its upper end is small. Estimates per base size and per "
             "synthetic volume, the paper's closed form and a planning table follow."]  # fmt: skip
+
+
+def _method(r) -> str:
+    """The row's interval method (older tables without the column: the random-effect profile likelihood)."""
+    method = r.get("interval_method", "")
+    return str(method) if pd.notna(method) and method else "profile likelihood, random effect per generator"
 
 
 def _flag(r, col: str) -> bool:
@@ -183,7 +189,7 @@ def _lr_test_text(r, name: str) -> str:
 def _heterogeneity_table(fit: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     rows = []
     for r in in_arm_order(fit, arms).itertuples():
-        rows.append({"arm": r.arm, "generators": getattr(r, "n_generators", "—"),
+        rows.append({"arm": r.arm, "generators": getattr(r, "n_generators", "—"), "β interval": _method(r._asdict()),
                      "τ (generator sd of β)": fmt(getattr(r, "generator_sd", np.nan), 2, sig=True),
                      "per base": _lr_test_text(r, "base"), "per volume": _lr_test_text(r, "volume"),
                      "curve": getattr(r, "curve_model", "—")})  # fmt: skip
