@@ -239,3 +239,22 @@ def test_two_stage_fallback_triggers_exactly_below_five_generators(kind, seeds, 
     for r in fitted.per_base:  # each base: over the generators with cells there (all of an open arm's)
         assert r["interval_method"] == two_stage.METHOD and r["base_per_class"] in fitted.profile
         assert r["interval_df"] == r["n_generators"] - 1
+
+
+def test_coverage_table_counts_the_mean_rate_and_the_median_and_pairs_widths_with_the_fixed_interval():
+    from study.analysis.coverage import SCENARIOS, coverage_table
+
+    sd = SCENARIOS[2].generator_sd  # 0.5: mean rate 0.3 exp(0.125) = 0.340
+    rows = [{"scenario": SCENARIOS[2].name, "study": i, "arm": "beta-0.3", "truth": 0.3, "where": "arm",
+             "method": method, "lo": lo, "hi": hi}
+            for i in range(4) for method, lo, hi in (("fixed", 0.31, 0.35), ("random", 0.25, 0.33 + 0.02 * i))]  # fmt: skip
+    intervals = pd.DataFrame(rows)
+    mean = coverage_table(intervals).set_index("method")
+    assert 0.3 * np.exp(sd**2 / 2) == pytest.approx(0.340, abs=5e-4)
+    assert mean.loc["fixed", "coverage"] == 1.0 and mean.loc["random", "coverage"] == 0.75  # not hi = 0.33
+    assert mean.loc["random", "mc_se"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    assert mean.loc["random", "width_ratio"] == pytest.approx(np.median([0.08, 0.10, 0.12, 0.14]) / 0.04)
+    median = coverage_table(intervals, "median").set_index("method")
+    assert median.loc["fixed", "coverage"] == 0.0 and median.loc["random", "coverage"] == 1.0
+    with pytest.raises(ValueError, match="unknown scenarios"):
+        coverage_table(intervals.assign(scenario="other"))
