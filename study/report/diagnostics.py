@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from study.analysis import diagnostics as dx
 from study.analysis.estimators import t_interval
 from study.report import plots
-from study.report.estimates import HETEROGENEITY_P
+from study.report.estimates import rejects_one_beta
 from study.report.markdown import figure, fmt_ci, md_table
 from study.store import NEAREST, Store
 
@@ -190,7 +190,7 @@ def _split_by_base(fit, fit_by_base, verdicts: dict) -> dict[str, dict]:
     split = {}
     for r in fit.itertuples():
         p = r.heterogeneity_base_p
-        if r.arm in verdicts and pd.notna(p) and p < HETEROGENEITY_P:
+        if r.arm in verdicts and rejects_one_beta(p):
             mine = fit_by_base[fit_by_base["arm"] == r.arm]
             if len(mine) > 1:
                 split[r.arm] = dict(zip(mine["base_per_class"], mine["verdict"], strict=True))

@@ -94,16 +94,25 @@ def _verdict_text(r) -> str:
     return f"**not estimable**: {r['reason'] or 'see Methods'}"
 
 
+def rejects_one_beta(p) -> bool:
+    """The per-base likelihood-ratio test's p rejects one rate for every base: lead with the per-base rates."""
+    return bool(pd.notna(p) and p < HETEROGENEITY_P)
+
+
+def per_base_betas(by_base: pd.DataFrame, arm: str) -> str:
+    """One arm's β per base size: '0.19 [0.11, 0.27] at 10/class, ...'."""
+    rows = in_arm_order(by_base[by_base["arm"] == arm], [arm], "base_per_class")
+    return ", ".join(f"{fmt_ci(b.beta, b.beta_lo, b.beta_hi, sig=True)} at {int(b.base_per_class)}/class"
+                     for b in rows.itertuples())  # fmt: skip
+
+
 def _heterogeneity_lead(arm: str, r, by_base: pd.DataFrame, level: float) -> str:
     """When one rate does not describe every base (the likelihood-ratio test rejects), the per-base rates first."""
     p = r.get("heterogeneity_base_p", np.nan)
-    if not (pd.notna(p) and p < HETEROGENEITY_P) or by_base.empty:
+    if not rejects_one_beta(p) or by_base.empty:
         return ""
-    rows = in_arm_order(by_base[by_base["arm"] == arm], [arm], "base_per_class")
-    per = ", ".join(f"{fmt_ci(b.beta, b.beta_lo, b.beta_hi, sig=True)} at {int(b.base_per_class)}/class"
-                    for b in rows.itertuples())  # fmt: skip
     return (f"β differs between base sizes (likelihood-ratio test p = {fmt(p, 2, sig=True)}, generator effects "
-            f"allowed for), so per base first: β = {per}. Over all bases, ")  # fmt: skip
+            f"allowed for), so per base first: β = {per_base_betas(by_base, arm)}. Over all bases, ")  # fmt: skip
 
 
 def single_curve(eq):
@@ -165,12 +174,13 @@ def _by_base_table(by_base: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     for r in in_arm_order(by_base, arms, "base_per_class").itertuples():
         rows.append({"arm": r.arm, "base/class": int(r.base_per_class), "n seeds": r.n_seeds,
                      "generators": getattr(r, "n_generators", "—"),
-                     "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True), "k": _k_text(r),
+                     "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True), "k": k_text(r),
                      "verdict": with_reason(r.verdict, r.reason)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _k_text(r) -> str:
+def k_text(r) -> str:
+    """k with its interval where β > 0 is measured, the bound k ≥ 1/β_hi where it is not, else —."""
     if r.verdict == "gain":
         return fmt_ci(r.k, r.k_lo, r.k_hi, sig=True)
     if r.verdict == "no measurable gain" and np.isfinite(r.k_lo) and r.k_lo > 0:
@@ -202,7 +212,7 @@ def _per_volume_table(e: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
         rows.append({"arm": r.arm, "base/class": int(r.base_per_class), "synthetic/class": int(r.volume_per_class),
                      "n seeds": r.n_seeds, "n_eff (images)": fmt_ci(r.n_eff, r.n_eff_lo, r.n_eff_hi, sig=True),
                      "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True),
-                     "β bootstrap": fmt_interval(r.beta_lo_boot, r.beta_hi_boot), "k": _k_text(r),
+                     "β bootstrap": fmt_interval(r.beta_lo_boot, r.beta_hi_boot), "k": k_text(r),
                      "verdict": with_reason(r.verdict, r.reason)})  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from study.analysis.metric import metric_label
 from study.report.build import analyse_results, on_grid_metric
-from study.report.estimates import HETEROGENEITY_P
+from study.report.estimates import k_text, per_base_betas, rejects_one_beta
 from study.report.inputs import ReportError, Results, locate
 from study.report.markdown import fmt, fmt_ci, in_arm_order, md_table
 from study.store import atomic_write_text
@@ -55,7 +55,7 @@ def study_rows(res: Results, n_boot: int = 1000, level: float = 0.9, seed: int =
     for r in in_arm_order(eq.fit, list(dict.fromkeys(res.cells["arm"]))).itertuples():
         row = {"study": f"{res.name} ({metric_label(metric)})", "arm": r.arm,
                "cells (failed)": f"{n_cells.loc[r.arm, 'total']} ({n_cells.loc[r.arm, 'failed']})",
-               "β": _beta(r, eq.fit_by_base), "k": _k(r), "c1": fmt(r.c1, 3, sig=True),
+               "β": _beta(r, eq.fit_by_base), "k": k_text(r), "c1": fmt(r.c1, 3, sig=True),
                "c2 [published]": _c2(r), "verdict": r.verdict}  # fmt: skip
         sets = done[(done["arm"] == r.arm) & done.get("diagnostics_key", pd.Series(dtype=str)).notna()]
         sets = sets.drop_duplicates("diagnostics_key") if "diagnostics_key" in sets else sets.iloc[:0]
@@ -71,20 +71,9 @@ def study_rows(res: Results, n_boot: int = 1000, level: float = 0.9, seed: int =
 def _beta(r, by_base: pd.DataFrame) -> str:
     pooled = fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True)
     p = getattr(r, "heterogeneity_base_p", np.nan)
-    if not (pd.notna(p) and p < HETEROGENEITY_P) or by_base.empty:
+    if not rejects_one_beta(p) or by_base.empty:
         return pooled
-    per = by_base[by_base["arm"] == r.arm].sort_values("base_per_class")
-    text = "; ".join(f"{fmt_ci(b.beta, b.beta_lo, b.beta_hi, sig=True)} at {int(b.base_per_class)}"
-                     for b in per.itertuples())  # fmt: skip
-    return f"per base (p = {fmt(p, 2, sig=True)}): {text}; pooled {pooled}"
-
-
-def _k(r) -> str:
-    if r.verdict == "gain":
-        return fmt_ci(r.k, r.k_lo, r.k_hi, sig=True)
-    if r.verdict == "no measurable gain" and np.isfinite(r.k_lo) and r.k_lo > 0:
-        return f"≥ {fmt(r.k_lo, 3, sig=True)}"
-    return "—"
+    return f"per base (p = {fmt(p, 2, sig=True)}): {per_base_betas(by_base, r.arm)}; pooled {pooled}"
 
 
 def _c2(r) -> str:
