@@ -11,7 +11,8 @@ markers gets them appended. Columns per arm:
                          effect per generator); per base first when the likelihood-ratio test rejects one β
     k                    1/β with its interval where β > 0 is measured; the bound k ≥ 1/β_hi otherwise
     c1, c2 (published)   the paper's closed form n_real = c1 · log(1 + n_syn / (c2 · n_real)) fitted here, the
-                         paper's c2 where the grid names its setting (analysis.published)
+                         paper's c2 where the grid names its setting (analysis.published); c2 "not identified"
+                         where c1 is not (no gain to fit: the form has no meaning without both)
     verdict              gain / no measurable gain / hurts / not estimable
     diagnostics          means over the arm's sample sets: conditional accuracy (judge), near-copy share and
                          distance ratio against the base (memorisation), precision / recall (fidelity, diversity),
@@ -57,15 +58,21 @@ def study_rows(res: Results, n_boot: int = 1000, level: float = 0.9, seed: int =
                "cells (failed)": f"{n_cells.loc[r.arm, 'total']} ({n_cells.loc[r.arm, 'failed']})",
                "β": _beta(r, eq.fit_by_base), "k": k_text(r), "c1": fmt(r.c1, 3, sig=True),
                "c2 [published]": _c2(r), "verdict": r.verdict}  # fmt: skip
-        sets = done[(done["arm"] == r.arm) & done.get("diagnostics_key", pd.Series(dtype=str)).notna()]
-        sets = sets.drop_duplicates("diagnostics_key") if "diagnostics_key" in sets else sets.iloc[:0]
-        cond = done.loc[done["arm"] == r.arm, "cond_acc"] if "cond_acc" in done else pd.Series(dtype=float)
-        for col, label in DIAGNOSTICS.items():
-            values = pd.to_numeric(cond if col == "cond_acc" else sets.get(col, pd.Series(dtype=float)),
-                                   errors="coerce").dropna()  # fmt: skip
-            row[label] = fmt(values.mean(), 2) if len(values) else "—"
-        rows.append(row)
+        rows.append(row | diagnostic_means(done[done["arm"] == r.arm]))
     return pd.DataFrame(rows)
+
+
+def diagnostic_means(cells: pd.DataFrame) -> dict[str, str]:
+    """Means of the sample-set diagnostics over the distinct sample sets of `cells` (conditional accuracy over
+    the cells, which carry their sample set's), formatted; — where none was measured."""
+    with_sets = cells[cells.get("diagnostics_key", pd.Series(dtype=str, index=cells.index)).notna()]
+    sets = with_sets.drop_duplicates("diagnostics_key") if "diagnostics_key" in with_sets else with_sets
+    out = {}
+    for col, label in DIAGNOSTICS.items():
+        source = cells if col == "cond_acc" else sets
+        values = pd.to_numeric(source.get(col, pd.Series(dtype=float)), errors="coerce").dropna()
+        out[label] = fmt(values.mean(), 2) if len(values) else "—"
+    return out
 
 
 def _beta(r, by_base: pd.DataFrame) -> str:
@@ -77,7 +84,10 @@ def _beta(r, by_base: pd.DataFrame) -> str:
 
 
 def _c2(r) -> str:
-    ours = fmt_ci(r.c2, r.c2_lo, r.c2_hi, sig=True) if np.isfinite(r.c2) and r.c2 < 1e5 else "unbounded"
+    if not np.isfinite(r.c1):  # c2 alone means nothing: the form needs both (e.g. no gain to fit, beta <= 0)
+        ours = "not identified"
+    else:
+        ours = fmt_ci(r.c2, r.c2_lo, r.c2_hi, sig=True) if np.isfinite(r.c2) and r.c2 < 1e5 else "unbounded"
     published = getattr(r, "c2_published", np.nan)
     return ours + (f" [{fmt(published, 3, sig=True)}]" if pd.notna(published) else "")
 
@@ -88,15 +98,15 @@ def table_markdown(targets: list[str | Path], n_boot: int = 1000, level: float =
             "(the same analysis as each study's report).\n\n" + md_table(rows))  # fmt: skip
 
 
-def replace_between_markers(text: str, table: str) -> str:
+def replace_between_markers(text: str, table: str, start: str = FINDINGS_START, end: str = FINDINGS_END) -> str:
     """`text` with the part between the markers replaced by `table` (the markers appended when absent)."""
-    block = f"{FINDINGS_START}\n\n{table}\n\n{FINDINGS_END}"
-    if FINDINGS_START not in text:
+    block = f"{start}\n\n{table}\n\n{end}"
+    if start not in text:
         return text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
-    head, rest = text.split(FINDINGS_START, 1)
-    if FINDINGS_END not in rest:
-        raise ReportError(f"the findings page has {FINDINGS_START!r} but not {FINDINGS_END!r}: fix the markers")
-    return head + block + rest.split(FINDINGS_END, 1)[1]
+    head, rest = text.split(start, 1)
+    if end not in rest:
+        raise ReportError(f"the findings page has {start!r} but not {end!r}: fix the markers")
+    return head + block + rest.split(end, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

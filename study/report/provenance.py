@@ -33,6 +33,13 @@ def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     return out
 
 
+def build_seconds(store: Path, stage: str, key: str) -> float | None:
+    """The build time done.json records for an artifact; None when it is not (yet) in the store."""
+    d = Store(store).find(stage, key)
+    done = read_json(d / DONE, ReportError) if d else None
+    return None if done is None else float(done.get("seconds") or 0.0)
+
+
 def provenance_section(res: Results) -> list[str]:
     if res.store is None:
         return ["No artifact store found (plan.json names none, and there is no `store/` beside the results "
@@ -43,12 +50,12 @@ def provenance_section(res: Results) -> list[str]:
         seconds, found, devices = 0.0, 0, set()
         for key in sorted(refs[stage]):
             d = Store(res.store).find(stage, key)
-            done = read_json(d / DONE, ReportError) if d else None
-            if done is None:
+            built = build_seconds(res.store, stage, key)
+            if built is None:
                 continue
             prov = read_json(d / PROVENANCE, ReportError) or {}
             found += 1
-            seconds += float(done.get("seconds") or 0.0)
+            seconds += built
             devices.add(str(prov.get("device", "?")))
             records.append(prov)
         if refs[stage]:
