@@ -4,7 +4,8 @@ the name of every file an artifact holds.
     results/store/<stage>/<slug>__<hash12>/
         config.json       what the artifact was computed from (its key is the sha256 of this, canonical)
         ...               the artifact's own files, each written atomically (temp file + os.replace)
-        provenance.json   git commit and dirty flag, package versions, device, host, seconds
+        provenance.json   git commit and dirty flag, package versions, device, host, seconds (wall) and
+                          cpu_seconds (process CPU time of the build)
         done.json         written last: the artifact exists only once this file does; it lists every other
                           file with its size and BLAKE2b checksum, verified before the artifact is used
 
@@ -297,17 +298,28 @@ class Store:
                 atomic_write_text(d / CONFIG, json.dumps(json.loads(canonical_json(art.config)), indent=2) + "\n")
             yield d
 
-    def mark_done(self, art: Artifact, seconds: float, device: str = "cpu", **extra: Any) -> None:
-        """Write provenance, clear a stale error, then `done.json` last, with every file's size and checksum."""
+    def mark_done(
+        self, art: Artifact, seconds: float, device: str = "cpu", cpu_seconds: float | None = None, **extra: Any
+    ) -> None:
+        """Write provenance, clear a stale error, then `done.json` last, with every file's size and checksum.
+        `seconds` is the build's wall time; `cpu_seconds` its process CPU time (every thread), when measured."""
         d = self.path(art)
-        atomic_write_json(d / PROVENANCE, provenance(seconds=seconds, device=device, **extra))
+        cpu = {} if cpu_seconds is None else {"cpu_seconds": round(cpu_seconds, 3)}
+        atomic_write_json(d / PROVENANCE, provenance(seconds=seconds, device=device, **cpu, **extra))
         for stale in (ERROR, INVALIDATED):
             with contextlib.suppress(FileNotFoundError):
                 (d / stale).unlink()
         files = {rel: {"bytes": f.stat().st_size, CHECKSUM: file_digest(f)} for rel, f in content_files(d)}
         atomic_write_json(
             d / DONE,
-            {"key": art.key, "stage": art.stage, "seconds": round(seconds, 3), "finished": _now(), "files": files},
+            {
+                "key": art.key,
+                "stage": art.stage,
+                "seconds": round(seconds, 3),
+                **cpu,
+                "finished": _now(),
+                "files": files,
+            },
         )
 
     def clear_done(self, art: Artifact) -> None:
@@ -329,13 +341,17 @@ class Store:
             if self.is_done(art):
                 return False
             remove_temporaries(d)
-            start = time.perf_counter()
+            # Process CPU time is the cost on a shared machine, where wall time depends on the neighbours. A
+            # worker builds one artifact at a time, so the process's time is this build's (a resumed generator
+            # counts only this attempt here; its own train stats carry the total).
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 extra = build(d) or {}
             except BaseException:
                 self.mark_failed(art, traceback.format_exc())
                 raise
-            self.mark_done(art, time.perf_counter() - start, device=device, **extra)
+            self.mark_done(art, time.perf_counter() - start, device=device,
+                           cpu_seconds=time.process_time() - cpu_start, **extra)  # fmt: skip
             return True
 
 

@@ -34,7 +34,10 @@ def searched(tmp_path_factory):
     gen = write_results(root, gen_cells, "search-gen", grid=_grid("search-gen", {"closed": GEN, "steps-2400": longer}))
     clf_cells = simulated_cells([PlantedArm("closed", beta=0.2)], fail_rate=0.0, bases=(40,))
     clf = write_results(
-        root, clf_cells, "search-clf", grid=_grid("search-clf", {"closed": GEN}, CLF | {"augment": False})
+        root,
+        clf_cells,
+        "search-clf",
+        grid=_grid("search-clf", {"closed": GEN}, CLF | {"augment": False, "mix": {"fraction": 0.25}}),
     )
     return gen, clf
 
@@ -42,28 +45,34 @@ def searched(tmp_path_factory):
 def test_rows_name_what_each_setting_changes_and_keep_the_planted_rates(searched):
     table = search.table_markdown([str(p) for p in searched], n_boot=N_BOOT)
     header = next(line for line in table.splitlines() if line.startswith("| study"))
-    assert header.split(" | ")[2] == "setting" and "compute (CPU-min)" in header
+    assert header.split(" | ")[2] == "setting" and "build (min)" in header
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| search-")]
     by = {(r[0].strip("| "), r[1]): r for r in rows}
     assert by[("search-gen", "closed")][2] == "baseline"
     assert by[("search-gen", "steps-2400")][2] == "train.steps 800 → 2400"
-    assert by[("search-clf", "closed")][2] == "classifier.augment True → False; base 20 → 40/class"
+    assert by[("search-clf", "closed")][2] == (
+        "classifier.augment True → False; classifier.mix uniform → {fraction: 0.25}; base 20 → 40/class"
+    )
     for key, planted in ((("search-gen", "closed"), 0.3), (("search-gen", "steps-2400"), 0.1),
                          (("search-clf", "closed"), 0.2)):  # fmt: skip
         lo, hi = _interval(by[key][4])
         assert lo < planted < hi, (key, by[key][4])
     # Compute: the simulated store's build times (generator 5 s, sample set 3 s, diagnostics 1 s, classifier 2 s)
     # of the row's distinct artifacts, 3 seeds x one base, 4 synthetic cells per seed.
-    assert float(by[("search-gen", "closed")][-1].strip(" |")) == pytest.approx(3 * (5 + 3 + 1 + 4 * 2) / 60, abs=0.05)
+    assert float(by[("search-gen", "closed")][-2]) == pytest.approx(3 * (5 + 3 + 1 + 4 * 2) / 60, abs=0.05)
+    assert by[("search-gen", "closed")][-1].strip(" |") == "—"  # the simulated store records no CPU time
 
 
 def test_baseline_option_and_bad_input(searched, tmp_path, capsys):
     gen, clf = searched
     setting, base = search.parse_baseline(f"{clf}:closed", [locate(gen)])
-    assert base == 40 and setting["classifier.augment"] is False
+    assert base == 40 and setting["classifier"]["augment"] is False
+    assert search.parse_baseline(f"{gen}:closed:20", [locate(clf)])[1] == 20
+    with pytest.raises(ReportError, match="no cells at base 40 per class; it has \\[20\\]"):
+        search.parse_baseline(f"{gen}:closed:40", [locate(clf)])
     with pytest.raises(ReportError, match="no cells of arm 'open'"):
         search.parse_baseline(f"{gen}:open", [locate(gen)])
-    with pytest.raises(ReportError, match="expected RESULTS_DIR:ARM"):
+    with pytest.raises(ReportError, match="expected RESULTS_DIR:ARM or"):
         search.parse_baseline("closed", [locate(gen)])
     page = tmp_path / "FINDINGS.md"
     page.write_text(f"# Findings\n\n{findings.FINDINGS_START}\nkept\n{findings.FINDINGS_END}\n")

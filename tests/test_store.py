@@ -18,14 +18,19 @@ ART = Artifact("generator", "gen-test", {"schema_version": 1, "steps": 3})
 
 def test_artifact_directory_layout(tmp_path):
     store = Store(tmp_path)
-    built = store.ensure(ART, lambda d: (d / "weights.bin").write_bytes(b"w") and None)
+
+    def build(d):
+        sum(i * i for i in range(200_000))  # some CPU work, so the build's recorded CPU time is above zero
+        (d / "weights.bin").write_bytes(b"w")
+
+    built = store.ensure(ART, build)
     assert built and store.is_done(ART)
     d = store.path(ART)
     assert d == tmp_path / "generator" / f"gen-test__{ART.key[:12]}"
     assert json.loads((d / "config.json").read_text()) == ART.config
     prov = json.loads((d / "provenance.json").read_text())
-    assert {"git_commit", "git_dirty", "packages", "device", "host", "seconds"} <= set(prov)
-    assert store.done_info(ART)["key"] == ART.key
+    assert {"git_commit", "git_dirty", "packages", "device", "host", "seconds", "cpu_seconds"} <= set(prov)
+    assert store.done_info(ART)["key"] == ART.key and 0 < store.done_info(ART)["cpu_seconds"] == prov["cpu_seconds"]
     assert not store.ensure(ART, lambda d: pytest.fail("cached artifacts are not rebuilt"))
 
 

@@ -33,11 +33,14 @@ def referenced_keys(cells: pd.DataFrame, store: Path) -> dict[str, set[str]]:
     return out
 
 
-def build_seconds(store: Path, stage: str, key: str) -> float | None:
-    """The build time done.json records for an artifact; None when it is not (yet) in the store."""
+def build_seconds(store: Path, stage: str, key: str) -> tuple[float, float] | None:
+    """(wall, CPU) seconds done.json records for an artifact's build, CPU NaN where it was not recorded (stores
+    written before it was); None when the artifact is not (yet) in the store."""
     d = Store(store).find(stage, key)
     done = read_json(d / DONE, ReportError) if d else None
-    return None if done is None else float(done.get("seconds") or 0.0)
+    if done is None:
+        return None
+    return float(done.get("seconds") or 0.0), float(done.get("cpu_seconds", float("nan")))
 
 
 def provenance_section(res: Results) -> list[str]:
@@ -47,7 +50,7 @@ def provenance_section(res: Results) -> list[str]:
     refs = referenced_keys(res.cells, res.store)
     rows, records = [], []
     for stage in STAGES:
-        seconds, found, devices = 0.0, 0, set()
+        seconds, cpu, found, devices = 0.0, 0.0, 0, set()
         for key in sorted(refs[stage]):
             d = Store(res.store).find(stage, key)
             built = build_seconds(res.store, stage, key)
@@ -55,17 +58,19 @@ def provenance_section(res: Results) -> list[str]:
                 continue
             prov = read_json(d / PROVENANCE, ReportError) or {}
             found += 1
-            seconds += built
+            seconds, cpu = seconds + built[0], cpu + built[1]
             devices.add(str(prov.get("device", "?")))
             records.append(prov)
         if refs[stage]:
             rows.append({"stage": stage, "artifacts referenced": len(refs[stage]), "done in store": found,
                          "compute (s)": f"{seconds:,.1f}", "compute (h)": f"{seconds / 3600:.2f}",
+                         "CPU (h)": f"{cpu / 3600:.2f}" if found and cpu == cpu else "—",
                          "device": ", ".join(sorted(devices)) or "—"})  # fmt: skip
     lines = [f"Artifact store: `{res.store}`. Compute time is the build time recorded in `done.json` of each "
              "distinct artifact this grid's cells reference (classifiers by `cell_key`, sample sets, generators, "
              "and the reference classifier the sample sets name), each counted once however many cells share it; "
-             "failed attempts and time spent waiting are not counted.", md_table(pd.DataFrame(rows))]  # fmt: skip
+             "failed attempts and time spent waiting are not counted. CPU is the builds' process CPU time (every "
+             "thread), the cost on a shared machine; — where a build did not record it.", md_table(pd.DataFrame(rows))]  # fmt: skip
     lines += _versions(records)
     return lines
 

@@ -3,7 +3,7 @@ harness exposes are searched (issue 20), one grid per group of settings, and thi
 setting side by side: what it changes against a baseline, β at each base with its interval, k, the verdict, the
 sample-set diagnostics and what the setting cost. Never imports torch.
 
-    python -m study.report.search RESULTS_DIR... --out reports/FINDINGS.md [--baseline RESULTS_DIR:ARM]
+    python -m study.report.search RESULTS_DIR... --out reports/FINDINGS.md [--baseline RESULTS_DIR:ARM[:BASE]]
 
 Each row is one (study, synthetic arm, base size) of the given results directories, from the same analysis as
 the study's own report (study.report.build), so a searched setting reads exactly as its report would. The
@@ -12,9 +12,10 @@ specs (from each run's plan.json) and the baseline's, plus the base when it diff
 arm of the first directory unless `--baseline` names one. Only the part of `--out` between this table's two
 marker lines is rewritten.
 Columns besides those of the findings table (study.report.findings):
-    compute (CPU-min)   build time of the row's generators, sample sets, diagnostics and synthetic-cell
+    build (min)         wall time of building the row's generators, sample sets, diagnostics and synthetic-cell
                         classifiers (done.json of each artifact, counted once, cached or not): what the setting
-                        costs to run, not what this run spent
+                        cost where it ran (a shared machine inflates it), not what this run spent
+    CPU (min)           their process CPU time, the cost on any machine; — where a build did not record it
 """
 
 from __future__ import annotations
@@ -39,36 +40,36 @@ SEARCH_END = "<!-- end of search table -->"
 FIDELITY = ("cond. acc.", "near-copy", "precision", "recall", "domain AUC")
 
 
-def flatten(spec: dict, prefix: str = "") -> dict[str, object]:
-    """{'train': {'steps': 800}} -> {'train.steps': 800}; lists and scalars are leaves."""
-    out = {}
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        out |= flatten(value, f"{name}.") if isinstance(value, dict) else {name: value}
-    return out
-
-
-def arm_setting(res: Results, arm: str) -> dict[str, object]:
-    """Everything that decides an arm's cells: its generator block and the grid's classifier, flattened."""
+def arm_setting(res: Results, arm: str) -> dict[str, dict]:
+    """Everything that decides an arm's cells: its generator block and the grid's classifier (plan.json)."""
     grid = (res.plan or {}).get("grid") or {}
     generators = grid.get("generators") or {}
     if arm not in generators:
         raise ReportError(f"{res.results_dir / 'plan.json'}: no generator block for arm {arm!r}; expected one of "
                           f"{sorted(generators)} (plan.json written by `python -m study.run`)")  # fmt: skip
-    return flatten(generators[arm], "generator.") | flatten(grid.get("classifier") or {}, "classifier.")
+    return {"generator": generators[arm], "classifier": grid.get("classifier") or {}}
+
+
+def differences(baseline, setting, name: str = "") -> list[str]:
+    """'name old → new' for every leaf that differs, recursing where both sides are blocks; a block against a
+    plain value (mix: uniform → {fraction: 0.25}) is one difference."""
+    if isinstance(baseline, dict) and isinstance(setting, dict):
+        return [line for key in sorted(baseline.keys() | setting.keys())
+                for line in differences(baseline.get(key), setting.get(key), f"{name}.{key}" if name else key)]  # fmt: skip
+    return [] if baseline == setting else [f"{name} {_value(baseline)} → {_value(setting)}"]
 
 
 def setting_text(setting: dict, base: int, baseline: dict, baseline_base: int) -> str:
-    """'generator.train.steps 800 → 2400; base 20 → 80', or 'baseline' when nothing differs."""
-    changes = [f"{name.split('.', 1)[1] if name.startswith('generator.') else name} "
-               f"{_value(baseline.get(name))} → {_value(setting.get(name))}"
-               for name in sorted(setting.keys() | baseline.keys()) if setting.get(name) != baseline.get(name)]  # fmt: skip
+    """'train.steps 800 → 2400; base 20 → 80/class' (generator keys without their prefix), or 'baseline'."""
+    changes = [c.removeprefix("generator.") for c in differences(baseline, setting)]
     if base != baseline_base:
         changes.append(f"base {baseline_base} → {base}/class")
     return "; ".join(changes) or "baseline"
 
 
 def _value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items() if x is not None) + "}"
     return "—" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
 
 
@@ -88,23 +89,25 @@ def study_rows(res: Results, baseline: tuple[dict, int], n_boot: int = 1000, lev
                      "setting": setting_text(arm_setting(res, r.arm), base, *baseline),
                      "base/class": base, "β": fmt_ci(r.beta, r.beta_lo, r.beta_hi, sig=True), "k": k_text(r),
                      "verdict": r.verdict, **{k: v for k, v in diagnostic_means(here).items() if k in FIDELITY},
-                     "compute (CPU-min)": fmt(_compute_seconds(res, here) / 60, 1)})  # fmt: skip
+                     **_compute_minutes(res, here)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _compute_seconds(res: Results, cells: pd.DataFrame) -> float:
-    if res.store is None:
-        return np.nan
-    total = 0.0
+def _compute_minutes(res: Results, cells: pd.DataFrame) -> dict[str, str]:
+    """Build wall time and process CPU time of the row's distinct artifacts, in minutes; CPU — unless every
+    artifact recorded it."""
+    wall, cpu = 0.0, 0.0
     for stage, col in (("generator", "generator_key"), ("samples", "samples_key"),
                        ("diagnostics", "diagnostics_key"), ("classifier", "cell_key")):  # fmt: skip
-        keys = cells[col].dropna().unique() if col in cells else []
-        total += sum(build_seconds(res.store, stage, str(k)) or 0.0 for k in keys)
-    return total
+        for key in cells[col].dropna().unique() if col in cells and res.store is not None else []:
+            built = build_seconds(res.store, stage, str(key)) or (np.nan, np.nan)
+            wall, cpu = wall + built[0], cpu + built[1]
+    return {"build (min)": fmt(wall / 60, 1) if res.store else "—", "CPU (min)": fmt(cpu / 60, 1)}
 
 
 def parse_baseline(text: str | None, targets: list[Results]) -> tuple[dict, int]:
-    """`RESULTS_DIR:ARM` (its smallest base), or the first target's first synthetic arm -> (setting, base)."""
+    """`RESULTS_DIR:ARM[:BASE]` (default: the arm's smallest base), or the first target's first synthetic arm at
+    its smallest base -> (setting, base)."""
     if text is None:
         res = targets[0]
         syn = res.cells[res.cells["generator_key"].notna()] if "generator_key" in res.cells else res.cells.iloc[:0]
@@ -113,12 +116,20 @@ def parse_baseline(text: str | None, targets: list[Results]) -> tuple[dict, int]
         arm = syn["arm"].iloc[0]
     else:
         path, sep, arm = text.rpartition(":")
+        base = None
+        if arm.isdigit() and ":" in path:
+            (path, _, arm), base = path.rpartition(":"), int(arm)
         if not sep:
-            raise ReportError(f"--baseline {text!r}: expected RESULTS_DIR:ARM")
+            raise ReportError(f"--baseline {text!r}: expected RESULTS_DIR:ARM or RESULTS_DIR:ARM:BASE")
         res = locate(path)
         syn = res.cells[res.cells["arm"] == arm]
         if syn.empty:
             raise ReportError(f"--baseline {text!r}: {res.results_dir / 'cells.csv'} has no cells of arm {arm!r}")
+        if base is not None:
+            if base not in set(syn["base_per_class"]):
+                raise ReportError(f"--baseline {text!r}: arm {arm!r} has no cells at base {base} per class; it has "
+                                  f"{sorted(set(syn['base_per_class']))}")  # fmt: skip
+            return arm_setting(res, arm), base
     return arm_setting(res, arm), int(syn["base_per_class"].min())
 
 
@@ -137,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.report.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("targets", nargs="+", help="results directories (or grid files) of the searched grids, in order")
-    p.add_argument("--baseline", help="RESULTS_DIR:ARM whose settings the others are compared with "
-                                      "(default: the first target's first synthetic arm)")  # fmt: skip
+    p.add_argument("--baseline", help="RESULTS_DIR:ARM[:BASE] whose settings the others are compared with "
+                                      "(default: the first target's first synthetic arm at its smallest base)")  # fmt: skip
     p.add_argument("--out", default="reports/FINDINGS.md", help="the findings page (default reports/FINDINGS.md)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates, as the reports (default 1000)")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
