@@ -12,7 +12,8 @@ beta 0.3 and 0.1. A scenario adds a quality effect shared by every cell of one g
 make both arms open-set (one generator per seed, shared by every base). Per arm and per (arm, base), four
 90% intervals are compared:
     reported    what the analysis reports (study.analysis.joint): the random-effect one, or the two-stage one for
-                an arm with fewer than joint.FEW_GENERATORS generators (an open-set arm: one per seed);
+                an arm with fewer than joint.FEW_GENERATORS generators (an open-set arm: one per seed) or where
+                the test of tau = 0 rejects at joint.GENERATOR_TEST_LEVEL (`joint.uses_two_stage`);
     random      the profile-likelihood interval with a random effect per generator;
     fixed       the same likelihood with tau = 0: cells independent given the curve (the method before issue 18);
     two-stage   one rate per generator with the curve refitted, then mean +- t(G-1) se, the se from their spread
@@ -40,7 +41,7 @@ from study.analysis.curve import fit_curve
 from study.analysis.joint import fit_arm
 from study.analysis.mixed import Data, unpooled_dispersion
 from study.analysis.simulate import PlantedArm, simulate_cells
-from study.analysis.two_stage import two_stage
+from study.analysis.two_stage import METHOD, two_stage
 
 LEVEL = 0.9
 DESIGN = {"bases": (10, 20, 40), "extras": (10, 30), "volumes": (10, 20, 40, 80), "seeds": (0, 1, 2), "n_test": 1000,
@@ -69,8 +70,8 @@ SCENARIOS = (
 def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True) -> list[dict]:
     """The four kinds of interval per arm (and per arm and base) of one simulated cells table: the reported, random
     and fixed ones exactly as study.analysis.joint computes them (per base: one fit sharing the curve and tau; the
-    random-effect one is the reported one except where the two-stage fallback replaced it), and the two-stage one
-    (study.analysis.two_stage) for every arm."""
+    random-effect one is the reported one except where the two-stage rule replaced it), and the two-stage one
+    (study.analysis.two_stage) for every arm. Each row also has the arm's p-value of tau = 0 (`generator_p`)."""
     table, _ = check_cells(cells)
     g = Group("simulated", "simulated", table, level)
     g = replace(g, curve=fit_curve(g.real_measurements, floor=g.chance))
@@ -84,10 +85,12 @@ def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = T
             fitted = fit_arm(g, real, syn, by_base, random=random, tests=False)
             for where, r in [("arm", fitted.row)] + [(f"base {b['base_per_class']:g}", b) for b in fitted.per_base]:
                 key = "arm" if where == "arm" else r["base_per_class"]
-                out = {**common, "where": where, "generators": r["n_generators"], "tau": r["generator_sd"]}
+                out = {**common, "where": where, "generators": r["n_generators"], "tau": r["generator_sd"],
+                       "generator_p": fitted.row.get("generator_p", np.nan)}  # fmt: skip
                 ends = (r["beta"], r["beta_lo"], r["beta_hi"])
                 if random:
-                    rows.append({**out, "method": "reported", **dict(zip(("beta", "lo", "hi"), ends, strict=True))})
+                    rows.append({**out, "method": "reported", "two_stage": r["interval_method"] == METHOD,
+                                 **dict(zip(("beta", "lo", "hi"), ends, strict=True))})  # fmt: skip
                     ends = fitted.profile.get(key, ends)
                 rows.append({**out, "method": "random" if random else "fixed",
                              **dict(zip(("beta", "lo", "hi"), ends, strict=True))})  # fmt: skip
@@ -140,7 +143,8 @@ def estimand(intervals: pd.DataFrame, which: str = "mean") -> pd.Series:
 
 def coverage_table(intervals: pd.DataFrame, which: str = "mean") -> pd.DataFrame:
     """Coverage of the `which` estimand (`estimand`, with its Monte-Carlo SE), median width and median width ratio
-    to the fixed interval, per scenario, level (arm or base) and method."""
+    to the fixed interval, per scenario, level (arm or base) and method; for the reported intervals also the share
+    that are two-stage ones (`two_stage_share`, NaN for the other methods)."""
     truth = estimand(intervals, which)
     frame = intervals.assign(level=np.where(intervals["where"] == "arm", "per arm", "per base"),
                              covered=(intervals["lo"] <= truth) & (truth <= intervals["hi"]),
@@ -149,21 +153,28 @@ def coverage_table(intervals: pd.DataFrame, which: str = "mean") -> pd.DataFrame
     fixed = frame.loc[frame["method"] == "fixed", [*keys, "width"]].rename(columns={"width": "fixed_width"})
     frame = frame.merge(fixed, on=keys, how="left")
     frame["ratio"] = frame["width"] / frame["fixed_width"]
+    if "two_stage" not in frame:  # tables saved before the column
+        frame["two_stage"] = np.nan
     rows = []
     for (scenario, level, method), g in frame.groupby(["scenario", "level", "method"], sort=False):
         c = float(g["covered"].mean())
         rows.append({"scenario": scenario, "level": level, "method": method, "intervals": len(g), "coverage": c,
                      "mc_se": float(np.sqrt(c * (1 - c) / len(g))), "median_width": float(g["width"].median()),
-                     "width_ratio": float(g["ratio"].median())})  # fmt: skip
+                     "width_ratio": float(g["ratio"].median()),
+                     "two_stage_share": float(g["two_stage"].astype(float).mean())})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _markdown(intervals: pd.DataFrame, studies: int, seconds: float) -> str:
+def _markdown(intervals: pd.DataFrame, studies: int, seconds: float, wall: float = float("nan"), note: str = ""
+              ) -> str:  # fmt: skip
+    took = f"{seconds / 60:.0f} min of CPU" + (f", {wall / 60:.0f} min wall" if np.isfinite(wall) else "")
     lines = ["# Coverage of the exchange-rate intervals", "",
              f"Written by `python -m study.analysis.coverage` (at least {studies} simulated studies per scenario, "
-             f"{seconds / 60:.0f} min of CPU). Design: {DESIGN}; arms with planted beta {list(TRUTH.values())}; "
-             f"nominal {LEVEL:.0%}. Coverage ± its Monte-Carlo standard error; w: median of hi - lo; ×: median width "
-             "ratio to the fixed interval of the same study, arm and level.", ""]  # fmt: skip
+             f"{took}{'; ' + note if note else ''}). Design: {DESIGN}; arms with planted beta "
+             f"{list(TRUTH.values())}; nominal {LEVEL:.0%}. Coverage ± its Monte-Carlo standard error; w: median of "
+             "hi - lo; ×: median width ratio to the fixed interval of the same study, arm and level; reported: "
+             "two-stage: the share of reported intervals that are two-stage ones (study.analysis.joint's rule).",
+             ""]  # fmt: skip
     for which, title in (("mean", "Coverage of the mean rate over generators, beta exp(sd^2 / 2) (what the methods "
                                   "estimate)"), ("median", "Coverage of the planted median rate beta")):  # fmt: skip
         lines += [f"## {title}", "", *_rows(coverage_table(intervals, which)), ""]
@@ -171,13 +182,16 @@ def _markdown(intervals: pd.DataFrame, studies: int, seconds: float) -> str:
 
 
 def _rows(table: pd.DataFrame) -> list[str]:
-    lines = ["| scenario | level | reported | random effect | fixed (cells independent) | two-stage t(G-1) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| scenario | level | reported | reported: two-stage | random effect | fixed (cells independent) "
+             "| two-stage t(G-1) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     wide = table.pivot_table(index=["scenario", "level"], columns="method", values=["coverage", "mc_se",
                              "median_width", "width_ratio"], sort=False)  # fmt: skip
+    share = table[table["method"] == "reported"].set_index(["scenario", "level"])["two_stage_share"]
     for (scenario, level), r in wide.iterrows():
         cell = [f"{r[('coverage', m)]:.1%} ± {r[('mc_se', m)]:.1%} (w {r[('median_width', m)]:.3f}, "
                 f"{r[('width_ratio', m)]:.2f}×)" for m in ("reported", "random", "fixed", "two-stage")]  # fmt: skip
+        used = share.get((scenario, level), np.nan)
+        cell.insert(1, "?" if np.isnan(used) else f"{used:.0%}")
         lines.append(f"| {scenario} | {level} | " + " | ".join(cell) + " |")
     return lines
 
@@ -196,16 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         help="no new studies: the table of intervals saved by earlier --csv runs (different --seed)",
     )
     parser.add_argument("--cpu-minutes", type=float, help="with --tables: the CPU minutes they took, for the header")
+    parser.add_argument("--note", default="", help="added to the header, e.g. how the machine was shared")
     args = parser.parse_args(argv)
-    start = time.process_time()
+    start, wall = time.process_time(), time.perf_counter()
     if args.tables:
         intervals = pd.concat([pd.read_csv(path) for path in args.tables], ignore_index=True)
         studies = int(intervals.groupby("scenario")["study"].nunique().min())
-        seconds = 60 * args.cpu_minutes if args.cpu_minutes else float("nan")
+        seconds, wall = (60 * args.cpu_minutes if args.cpu_minutes else float("nan")), float("nan")
     else:
         intervals = run_scenarios(studies=args.studies, seed=args.seed, log=sys.stderr, partial=args.csv)
-        studies, seconds = args.studies, time.process_time() - start
-    text = _markdown(intervals, studies, seconds)
+        studies, seconds, wall = args.studies, time.process_time() - start, time.perf_counter() - wall
+    text = _markdown(intervals, studies, seconds, wall, args.note)
     print(text)
     if args.out:
         args.out.write_text(text)
