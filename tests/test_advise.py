@@ -86,6 +86,31 @@ def test_command_line_answers_in_json_and_names_bad_input(planted, tmp_path, cap
     assert "no such fitted arm" in capsys.readouterr().err
 
 
+def test_planner_says_where_its_intervals_use_another_method_than_the_arms_beta(planted, tmp_path, capsys):
+    """The planner's intervals come from the random-effect fit; an arm whose beta interval is two-stage (the open
+    'paper' arm: 3 generators) gets a note saying so, in its answers, the JSON and its line of the text."""
+    from study.analysis import two_stage
+    from study.analysis.joint import INTERVAL_METHOD
+    from study.analysis.surface import METHOD
+
+    cells, eq = planted
+    fit = eq.fit.set_index("arm")
+    assert fit.loc["paper", "interval_method"] == two_stage.METHOD
+    for arm in ("closed", "paper"):
+        s = eq.surface(arm)
+        assert s.arm_method == fit.loc[arm, "interval_method"]
+        answers = [s.match_real(base=20, extra=10), s.at_volume(base=20, volume=40)]
+        assert all(a.interval_method == METHOD for a in answers)
+        differs = s.arm_method != INTERVAL_METHOD
+        assert all(("not the two-stage method" in a.note) == differs for a in answers), answers
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    assert advise([str(tmp_path), "--base", "20", "--match-real", "10", "--json"]) == 0
+    paper = [a for a in json.loads(capsys.readouterr().out) if a["arm"] == "paper"][0]
+    assert paper["interval_method"] == METHOD and "two-stage" in paper["note"]
+    assert advise([str(tmp_path), "--base", "20", "--match-real", "10", "--arm", "paper"]) == 0
+    assert "planner intervals from the random-effect fit, beta's is two-stage" in capsys.readouterr().out
+
+
 def test_seeds_needed_scale_the_pilot_standard_error():
     """A pilot with 3 seeds and beta 0.1 [0.0, 0.2] (normal quantiles): se = 0.2 / (2 z_0.95) = 0.0608; the
     interval excludes 0 with 80% power when 0.1 / (se sqrt(3 / S)) >= z_0.95 + z_0.8, i.e. S >= 6.9: 7 seeds;

@@ -18,7 +18,11 @@ on the fit's scale (the inverse observed information), each draw with a new gene
 the spread a user's own generator would show, not only the uncertainty of the mean. A query outside what was
 measured (a base outside the measured bases, a volume beyond the measured volumes, an n_eff outside the real
 curve's sizes) is flagged `extrapolated`, and its interval widens to the envelope of all three surfaces' intervals,
-since the data cannot tell them apart there. Costs ~0.1 s per arm (the draws); never imports torch.
+since the data cannot tell them apart there. These intervals always come from the random-effect fits (`METHOD`,
+in every Answer's `interval_method`), also for an arm whose beta interval in the equivalence analysis is a
+two-stage one (study.analysis.joint's rule: fewer than 5 generators, or tau estimated > 0); such an arm's answers
+say so in their note, since the random-effect profile interval covered below nominal there (reports/coverage.md).
+Costs ~0.1 s per arm (the draws); never imports torch.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from study.analysis.joint import INTERVAL_METHOD
 from study.analysis.mixed import Mixed
 
 DRAWS = 4000
 SURFACES = ("one rate", "rate per base", "closed form")
+METHOD = "random effect per generator: draws of the fitted parameters and of a new generator's effect"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Answer:
     n_eff: float = math.nan  # real images per class worth the same (at_volume)
     n_eff_lo: float = math.nan
     n_eff_hi: float = math.nan
+    interval_method: str = METHOD
 
     def as_json(self) -> dict:
         out = asdict(self)
@@ -126,6 +133,15 @@ class ArmSurface:
     real_sizes: tuple[float, float]  # the real curve's measured sizes (per class)
     candidates: dict[str, Candidate]
     level: float = 0.9
+    arm_method: str = INTERVAL_METHOD  # the method of the arm's beta interval in the equivalence analysis
+
+    @property
+    def method_note(self) -> str:
+        """Empty where the arm's beta interval is the random-effect one too; else what differs."""
+        if self.arm_method == INTERVAL_METHOD:
+            return ""
+        return (f"interval from the random-effect fit, not the {self.arm_method.split(':')[0]} method of this arm's "
+                "beta interval: likely too narrow (reports/coverage.md)")  # fmt: skip
 
     @property
     def chosen(self) -> str:
@@ -166,8 +182,9 @@ class ArmSurface:
         why = self._outside(base, volume=volume, n_eff=n_hat)
         lo, hi = self._interval(values, 0, why)
         n_lo, n_hi = self._interval(values, 2, why)
+        note = "; ".join([*why, self.method_note] if self.method_note else why)
         return Answer(self.arm, f"volume {volume:g} at base {base:g}", float(acc_hat), lo, hi, bool(why), "accuracy",
-                      self.chosen, "; ".join(why), float(n_hat), n_lo, n_hi)  # fmt: skip
+                      self.chosen, note, float(n_hat), n_lo, n_hi)  # fmt: skip
 
     def real_acc(self, base: float) -> float:
         """The fitted accuracy of `base` real images per class alone (the chosen surface's curve)."""
@@ -200,6 +217,8 @@ class ArmSurface:
             note.insert(0, "the base alone reaches it")
         elif v_hat > self.volumes[1]:
             note.insert(0, f"not reachable within the measured volumes (up to {self.volumes[1]:g} per class)")
+        if self.method_note:
+            note.append(self.method_note)
         return Answer(self.arm, query, float(v_hat), lo, hi, bool(why) or not np.isfinite(v_hat),
                       "synthetic images per class", self.chosen, "; ".join(note))  # fmt: skip
 
@@ -225,9 +244,11 @@ class ArmSurface:
         return why
 
 
-def arm_surface(arm: dict, fits: dict, closed_form_fit, cells, curve, level: float, seed: int = 0) -> ArmSurface:
+def arm_surface(arm: dict, fits: dict, closed_form_fit, cells, curve, level: float, seed: int = 0,
+                arm_method: str = INTERVAL_METHOD) -> ArmSurface:  # fmt: skip
     """The surfaces of one arm from its joint-model fits (`fits`: name -> (model, x, ll)), its closed-form fit (or
-    None) and its done synthetic cells."""
+    None) and its done synthetic cells; `arm_method` is the method of the arm's beta interval (its row's
+    `interval_method`), for the answers' notes."""
     rng = np.random.default_rng(seed)
     n_classes = float(cells["n_base"].iloc[0] / cells["base_per_class"].iloc[0])
     found = {}
@@ -243,7 +264,7 @@ def arm_surface(arm: dict, fits: dict, closed_form_fit, cells, curve, level: flo
         arm=str(arm["arm"]), arm_kind=str(arm["arm_kind"]), n_classes=n_classes,
         bases=np.sort(cells["base_per_class"].unique().astype(float)),
         volumes=(float(cells["volume_per_class"].min()), float(cells["volume_per_class"].max())),
-        real_sizes=(lo / n_classes, hi / n_classes), candidates=found, level=level,
+        real_sizes=(lo / n_classes, hi / n_classes), candidates=found, level=level, arm_method=arm_method,
     )  # fmt: skip
 
 

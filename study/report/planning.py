@@ -29,7 +29,8 @@ def planning_section(eq, results_dir, level: float) -> list[str]:
         f"Answers from the fitted surfaces at the study's own base sizes ({level:.0%} intervals over the parameters "
         "and a new generator's spread τ; † outside what was measured: a volume beyond the tested ones or an "
         "effective size beyond the real curve's, with the interval widened to every surface's). The surface is the "
-        "one of three (one rate, a rate per base, the paper's closed form) with the lowest QAIC on the arm's cells.",
+        "one of three (one rate, a rate per base, the paper's closed form) with the lowest QAIC on the arm's cells."
+        + _method_text(eq.surfaces.values()),
         md_table(table),
         f"Any base, volume or target: `python -m study.advise {results_dir} --base B --match-real N` (or "
         "`--target-acc A`, `--volume V`; `--json` for scripts).",
@@ -46,3 +47,12 @@ def _answer(a, digits: int = 3) -> str:
     if a.value == float("inf"):
         return "not reachable" + mark
     return fmt_ci(a.value, a.lo, a.hi, digits=digits, sig=a.unit != "accuracy", mark=mark)
+
+
+def _method_text(surfaces) -> str:
+    """Which arms' planning intervals use another method than their beta intervals (study.analysis.surface)."""
+    other = [s.arm for s in surfaces if s.method_note]
+    if not other:
+        return ""
+    return (f" For {', '.join(other)} these intervals come from the random-effect fit while the arm's β interval "
+            "is a two-stage one (few generators, or generators whose rates differ): likely too narrow here.")  # fmt: skip
