@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,29 +87,91 @@ def test_command_line_answers_in_json_and_names_bad_input(planted, tmp_path, cap
     assert "no such fitted arm" in capsys.readouterr().err
 
 
-def test_planner_says_where_its_intervals_use_another_method_than_the_arms_beta(planted, tmp_path, capsys):
-    """The planner's intervals come from the random-effect fit; an arm whose beta interval is two-stage (the open
-    'paper' arm: 3 generators) gets a note saying so, in its answers, the JSON and its line of the text."""
+@pytest.fixture(scope="module")
+def open_arm():
+    """An open-set arm (one generator per seed, 3 seeds) at planted beta 0.3 with a generator effect (sd 0.3 on log
+    beta): its beta interval is a two-stage one, so the planner widens."""
+    cells = simulate_cells([PlantedArm("open", beta=0.3, kind="open")], bases=(10, 20, 40), extras=(10, 30),
+                           volumes=(10, 40, 160), n_test=4000, generator_sd=0.3,
+                           curve=functools.partial(logit_log, a=-3.0, b=0.8), seed=0)  # fmt: skip
+    return cells, analyse(cells, n_boot=0)
+
+
+def test_reach_compares_each_side_from_the_random_effect_estimate():
+    """beta 0.3 [0.25, 0.36] (random effect) against [0.2, 0.38] (two-stage): 0.1 / 0.05 = 2 below, 0.08 / 0.06
+    above; a two-stage interval inside the other widens nothing; a non-finite end cannot widen."""
+    from study.analysis.surface import reach
+
+    assert reach((0.3, 0.25, 0.36), 0.2, 0.38) == pytest.approx((2.0, 0.08 / 0.06))
+    assert reach((0.3, 0.25, 0.36), 0.28, 0.33) == (1.0, 1.0)
+    assert reach((0.3, 0.25, np.inf), 0.2, 0.5) == (2.0, 1.0)
+    assert np.isnan(reach((0.3, 0.25, 0.36), np.nan, np.nan)).all()
+
+
+def test_widened_draws_reach_r_times_as_far_on_each_side(open_arm):
+    """Each draw's rate plus generator effect lies r_below (r_above) times as far from the estimate where it was
+    below (above); a rate per base takes its bases' ratios, interpolated in log b."""
+    from study.analysis.surface import Widening
+
+    s = open_arm[1].surface("open")
+    c = s.candidates["one rate"]
+    k, hat = c.model.k, c.x[c.model.k]
+    wide = c.widened(20, 40, 2.0, 3.0)
+    dev, dev_wide = c.draws[:, k] + c.u - hat, wide.draws[:, k] + wide.u - hat
+    np.testing.assert_allclose(dev_wide, np.where(dev < 0, 2.0, 3.0) * dev, atol=1e-12)
+    np.testing.assert_array_equal(wide.draws[:, :k], c.draws[:, :k])  # the real curve's draws are untouched
+    per_base = s.candidates["rate per base"]
+    w = Widening((1.5, 1.5), {10.0: (1.0, 2.0), 20.0: (2.0, 4.0), 40.0: (3.0, 1.0)})
+    assert w.ratios(c, 20) == (1.5, 1.5) and w.ratios(per_base, 20) == (2.0, 4.0)
+    assert w.ratios(per_base, np.sqrt(800)) == pytest.approx((2.5, 2.5)) and w.ratios(per_base, 80) == (3.0, 1.0)
+
+
+def test_planner_widens_to_the_two_stage_interval_and_covers_the_planted_answer(open_arm, planted, tmp_path, capsys):
+    """On the open arm (3 generators, two-stage beta interval) the answers widen: never narrower than the
+    random-effect interval, wider where the two-stage interval reaches farther, and still covering the planted
+    answer (30 more real images per class at beta 0.3: 100 synthetic per class). On an arm whose beta interval is
+    the random-effect one nothing changes. Extrapolation is still flagged."""
     from study.analysis import two_stage
     from study.analysis.joint import INTERVAL_METHOD
-    from study.analysis.surface import METHOD
+    from study.analysis.surface import METHOD, WIDENED, Widening
 
-    cells, eq = planted
-    fit = eq.fit.set_index("arm")
-    assert fit.loc["paper", "interval_method"] == two_stage.METHOD
-    for arm in ("closed", "paper"):
-        s = eq.surface(arm)
-        assert s.arm_method == fit.loc[arm, "interval_method"]
-        answers = [s.match_real(base=20, extra=10), s.at_volume(base=20, volume=40)]
-        assert all(a.interval_method == METHOD for a in answers)
-        differs = s.arm_method != INTERVAL_METHOD
-        assert all(("not the two-stage method" in a.note) == differs for a in answers), answers
+    cells, eq = open_arm
+    assert eq.fit.iloc[0]["interval_method"] == two_stage.METHOD
+    s = eq.surface("open")
+    plain = replace(s, widening=None)
+    assert s.widening is not None and max(s.widening.arm) > 1
+    for base in (10, 20, 40):
+        a, p = s.match_real(base, 30), plain.match_real(base, 30)
+        assert a.lo <= 100 <= a.hi and a.value == p.value and a.lo <= p.lo and a.hi >= p.hi
+        assert a.interval_method == WIDENED and "widened to the arm's two-stage beta interval" in a.note
+        assert p.interval_method == METHOD and p.note == ""
+    a, p = s.match_real(20, 30), plain.match_real(20, 30)
+    assert a.hi - a.lo > p.hi - p.lo
+    v, pv = s.at_volume(20, 40), plain.at_volume(20, 40)
+    assert v.n_eff_lo <= 32 <= v.n_eff_hi and v.hi - v.lo > pv.hi - pv.lo and v.value == pv.value
+    # A two-stage interval reaching below beta = 0 makes the upper end "never", which no scaling of volumes can.
+    far = replace(s, widening=Widening((50.0, 1.0), {b: (50.0, 1.0) for b in s.bases})).match_real(20, 30)
+    assert far.hi == np.inf and far.value == a.value
+    # Extrapolation: still flagged, and the widened envelope holds the unwidened one.
+    out, out_plain = s.match_real(80, 30), plain.match_real(80, 30)
+    assert out.extrapolated and "outside the measured bases" in out.note and out.lo <= out_plain.lo
+    assert out.hi >= out_plain.hi and "widened" in out.note
+    high = s.at_volume(40, 1000)
+    assert high.extrapolated and "volume 1e+03 outside" in high.note
+    # An arm whose beta interval is the random-effect one: no widening, no note.
+    closed_cells, closed_eq = planted
+    closed = closed_eq.surface("closed")
+    assert closed_eq.fit.set_index("arm").loc["closed", "interval_method"] == INTERVAL_METHOD
+    assert closed.widening is None
+    assert all(a.interval_method == METHOD and a.note == "" for a in (closed.match_real(20, 10),
+                                                                       closed.at_volume(20, 40)))  # fmt: skip
+    # The command line: interval_method in the JSON, the ratios on the arm's line.
     cells.to_csv(tmp_path / "cells.csv", index=False)
-    assert advise([str(tmp_path), "--base", "20", "--match-real", "10", "--json"]) == 0
-    paper = [a for a in json.loads(capsys.readouterr().out) if a["arm"] == "paper"][0]
-    assert paper["interval_method"] == METHOD and "two-stage" in paper["note"]
-    assert advise([str(tmp_path), "--base", "20", "--match-real", "10", "--arm", "paper"]) == 0
-    assert "planner intervals from the random-effect fit, beta's is two-stage" in capsys.readouterr().out
+    assert advise([str(tmp_path), "--base", "20", "--match-real", "30", "--json"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert answer["interval_method"] == WIDENED and answer["lo"] <= 100 <= answer["hi"]
+    assert advise([str(tmp_path), "--base", "20", "--match-real", "30"]) == 0
+    assert "planner intervals widened to beta's two-stage interval (x" in capsys.readouterr().out
 
 
 def test_seeds_needed_scale_the_pilot_standard_error():

@@ -11,8 +11,9 @@
 Answers come from the fitted surfaces (study.analysis.surface): per arm, the one of three (one rate, a rate per base,
 the paper's closed form) with the lowest QAIC; intervals hold parameter uncertainty and a new generator's spread;
 `extrapolated` marks a query outside the measured bases, volumes or real sizes (its interval is then the envelope
-of the three surfaces). The intervals always come from the random-effect fits (`interval_method`); for an arm whose
-beta interval is a two-stage one (few generators, or generators that differ) the note and the arm's line say so.
+of the three surfaces). The intervals come from the random-effect fits; for an arm whose beta interval is a two-stage
+one (few generators, or generators that differ) they are widened, per side, to reach it (study.analysis.surface;
+`interval_method` names which, the note and the arm's line say by how much).
 `--json` prints one object per arm: {"arm", "query", "value", "lo", "hi", "extrapolated",
 "unit", "model", "note", "interval_method", ...}, NaN as null and an unbounded end as Infinity (Python's json and pandas read both).
 On a grid file: the results of the grid under `--results` (if it has run), the cost of what is not yet cached
@@ -164,10 +165,10 @@ def _study_lines(eq, arms, answers, args, results_dir: Path) -> list[str]:
         flags = (
             [f"{int(r['n_generators'])} generators (few: the interval rests on them)"] if r["few_generators"] else []
         )
-        if s.method_note:
-            flags.append(
-                f"planner intervals from the random-effect fit, beta's is {str(r['interval_method']).split(':')[0]}"
-            )
+        if s.widening is not None:
+            below, above = s.widening.arm
+            flags.append(f"planner intervals widened to beta's {str(r['interval_method']).split(':')[0]} interval "
+                         f"(x{below:.3g} below, x{above:.3g} above)")  # fmt: skip
         if r.get("heterogeneity_base_p", 1) < 0.05:
             flags.append(f"beta differs between bases (p = {r['heterogeneity_base_p']:.2g})")
         lines.append(f"  {s.arm}: {r['verdict']}, beta = {_num(r['beta'])} [{_num(r['beta_lo'])}, {_num(r['beta_hi'])}],"

@@ -50,9 +50,15 @@ def _answer(a, digits: int = 3) -> str:
 
 
 def _method_text(surfaces) -> str:
-    """Which arms' planning intervals use another method than their beta intervals (study.analysis.surface)."""
-    other = [s.arm for s in surfaces if s.method_note]
-    if not other:
+    """How the answers widen on arms whose beta interval is a two-stage one (study.analysis.surface)."""
+    widened = [s for s in surfaces if s.widening is not None]
+    if not widened:
         return ""
-    return (f" For {', '.join(other)} these intervals come from the random-effect fit while the arm's β interval "
-            "is a two-stage one (few generators, or generators whose rates differ): likely too narrow here.")  # fmt: skip
+    ratios = "; ".join(f"{s.arm} ×{fmt(s.widening.arm[0], sig=True)} below, ×{fmt(s.widening.arm[1], sig=True)} above"
+                       for s in widened)  # fmt: skip
+    return (" Where an arm's β interval is a two-stage one (few generators, or generators whose rates differ), the "
+            "random-effect fit behind these draws undercovered (reports/coverage.md), so its answers are widened to "
+            "reach the two-stage interval: each draw's distance from the estimate, in the surface's own parameters "
+            "and the generator effect, is multiplied, per side, by how many times farther the two-stage interval "
+            "reaches from the random-effect estimate than the random-effect interval does (at least 1), and the "
+            f"answer follows from the widened draws ({ratios}; a rate per base takes its base's).")  # fmt: skip
