@@ -167,8 +167,8 @@ def _study_lines(eq, arms, answers, args, results_dir: Path) -> list[str]:
         )
         if s.widening is not None:
             below, above = s.widening.arm
-            flags.append(f"planner intervals widened to beta's {str(r['interval_method']).split(':')[0]} interval "
-                         f"(x{below:.3g} below, x{above:.3g} above)")  # fmt: skip
+            flags.append(f"planner intervals widened to beta's two-stage interval (x{below:.3g} below, "
+                         f"x{above:.3g} above)")  # fmt: skip
         if r.get("heterogeneity_base_p", 1) < 0.05:
             flags.append(f"beta differs between bases (p = {r['heterogeneity_base_p']:.2g})")
         lines.append(f"  {s.arm}: {r['verdict']}, beta = {_num(r['beta'])} [{_num(r['beta_lo'])}, {_num(r['beta_hi'])}],"
