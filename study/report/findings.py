@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,23 +110,35 @@ def replace_between_markers(text: str, table: str, start: str = FINDINGS_START, 
     return head + block + rest.split(end, 1)[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.report.findings", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("targets", nargs="+", help="results directories (or grid files) of the studies, in row order")
+def page_parser(prog: str, doc: str, targets_help: str) -> argparse.ArgumentParser:
+    """The options the findings page's table writers share (this module's and study.report.search's)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="+", help=targets_help)
     p.add_argument("--out", default="reports/FINDINGS.md", help="the findings page (default reports/FINDINGS.md)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates, as the reports (default 1000)")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    args = p.parse_args(argv)
-    out = Path(args.out)
+    return p
+
+
+def rewrite_page(out: str | Path, table_of: Callable[[], str], start: str, end: str, what: str) -> int:
+    """Write `table_of()` between the markers `start` and `end` of the page `out`; exit code 0, or 2 on bad input
+    (the message on stderr names what was wrong)."""
+    out = Path(out)
     try:
-        table = table_markdown(args.targets, args.n_boot, args.level)
-        atomic_write_text(out, replace_between_markers(out.read_text() if out.exists() else "", table))
+        table = table_of()
+        atomic_write_text(out, replace_between_markers(out.read_text() if out.exists() else "", table, start, end))
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"findings table: {out}")
+    print(f"{what}: {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = page_parser("python -m study.report.findings", __doc__,
+                       "results directories (or grid files) of the studies, in row order").parse_args(argv)  # fmt: skip
+    return rewrite_page(args.out, lambda: table_markdown(args.targets, args.n_boot, args.level), FINDINGS_START,
+                        FINDINGS_END, "findings table")  # fmt: skip
 
 
 if __name__ == "__main__":

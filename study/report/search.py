@@ -20,7 +20,6 @@ Columns besides those of the findings table (study.report.findings):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,11 +28,10 @@ import pandas as pd
 
 from study.report.build import analyse_results, on_grid_metric
 from study.report.estimates import k_text
-from study.report.findings import diagnostic_means, replace_between_markers
+from study.report.findings import diagnostic_means, page_parser, rewrite_page
 from study.report.inputs import ReportError, Results, locate
 from study.report.markdown import fmt, fmt_ci, in_arm_order, md_table
 from study.report.provenance import build_seconds
-from study.store import atomic_write_text
 
 SEARCH_START = "<!-- search table: written by `python -m study.report.search`; edit outside the markers -->"
 SEARCH_END = "<!-- end of search table -->"
@@ -145,25 +143,13 @@ def table_markdown(targets: list[str | Path], baseline: str | None = None, n_boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.report.search", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("targets", nargs="+", help="results directories (or grid files) of the searched grids, in order")
+    p = page_parser("python -m study.report.search", __doc__,
+                    "results directories (or grid files) of the searched grids, in order")  # fmt: skip
     p.add_argument("--baseline", help="RESULTS_DIR:ARM[:BASE] whose settings the others are compared with "
                                       "(default: the first target's first synthetic arm at its smallest base)")  # fmt: skip
-    p.add_argument("--out", default="reports/FINDINGS.md", help="the findings page (default reports/FINDINGS.md)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates, as the reports (default 1000)")
-    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    try:
-        table = table_markdown(args.targets, args.baseline, args.n_boot, args.level)
-        page = out.read_text() if out.exists() else ""
-        atomic_write_text(out, replace_between_markers(page, table, SEARCH_START, SEARCH_END))
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"search table: {out}")
-    return 0
+    return rewrite_page(args.out, lambda: table_markdown(args.targets, args.baseline, args.n_boot, args.level),
+                        SEARCH_START, SEARCH_END, "search table")  # fmt: skip
 
 
 if __name__ == "__main__":
