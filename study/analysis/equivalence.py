@@ -124,7 +124,7 @@ from study.analysis.cells import (
 from study.analysis.closed_form import closed_form, closed_form_columns, closed_form_curve
 from study.analysis.curve import FAMILIES, Curve, fit_curve, logit_log, power_law
 from study.analysis.exchange import VERDICTS, arm_phis, equivalence_rows, k_of, verdict_of, with_verdict
-from study.analysis.joint import BETA_MAX, INTERVAL_METHOD, fit_arm, joint_rows
+from study.analysis.joint import BETA_MAX, fit_arm, joint_rows
 from study.analysis.published import PublishedMatch, grid_setting, match_published
 from study.analysis.surface import ArmSurface, Widening, arm_surface
 from study.store import atomic_write_text, read_json
@@ -286,7 +286,6 @@ def _surfaces(g: Group, arms: pd.DataFrame, arm_fits: dict, closed_forms) -> dic
             continue
         cells = g.done[arm_mask(g.done, arm)]
         out[key] = arm_surface(arm, fitted.models, closed.get(key), cells, g.curve, g.level,
-                               arm_method=fitted.row.get("interval_method", INTERVAL_METHOD),
                                widening=Widening.of(fitted.row, fitted.per_base, fitted.profile))  # fmt: skip
     return out
 

@@ -52,7 +52,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from study.analysis.joint import INTERVAL_METHOD
 from study.analysis.mixed import Mixed
 
 DRAWS = 4000
@@ -208,7 +207,6 @@ class ArmSurface:
     real_sizes: tuple[float, float]  # the real curve's measured sizes (per class)
     candidates: dict[str, Candidate]
     level: float = 0.9
-    arm_method: str = INTERVAL_METHOD  # the method of the arm's beta interval in the equivalence analysis
     widening: Widening | None = None  # where that interval is two-stage: how far the answers widen (docstring)
 
     def ratios(self, c: Candidate, base: float) -> tuple[float, float] | None:
@@ -315,10 +313,9 @@ class ArmSurface:
             note.insert(0, "the base alone reaches it")
         elif v_hat > self.volumes[1]:
             note.insert(0, f"not reachable within the measured volumes (up to {self.volumes[1]:g} per class)")
-        if self.method_note(base):
-            note.append(self.method_note(base))
+        note.append(self.method_note(base))
         return Answer(self.arm, query, float(v_hat), lo, hi, bool(why) or not np.isfinite(v_hat),
-                      "synthetic images per class", self.chosen, "; ".join(note),
+                      "synthetic images per class", self.chosen, "; ".join(filter(None, note)),
                       interval_method=self.interval_method(base))  # fmt: skip
 
     def _widened(self, c: Candidate, base: float, volume: float) -> Candidate:
@@ -351,10 +348,10 @@ class ArmSurface:
 
 
 def arm_surface(arm: dict, fits: dict, closed_form_fit, cells, curve, level: float, seed: int = 0,
-                arm_method: str = INTERVAL_METHOD, widening: Widening | None = None) -> ArmSurface:  # fmt: skip
+                widening: Widening | None = None) -> ArmSurface:  # fmt: skip
     """The surfaces of one arm from its joint-model fits (`fits`: name -> (model, x, ll)), its closed-form fit (or
-    None) and its done synthetic cells; `arm_method` is the method of the arm's beta interval (its row's
-    `interval_method`), `widening` how far a two-stage one widens the answers (`Widening.of`)."""
+    None) and its done synthetic cells; `widening`, where the arm's beta interval is a two-stage one, how far it
+    widens the answers (`Widening.of`)."""
     rng = np.random.default_rng(seed)
     n_classes = float(cells["n_base"].iloc[0] / cells["base_per_class"].iloc[0])
     found = {}
@@ -370,7 +367,7 @@ def arm_surface(arm: dict, fits: dict, closed_form_fit, cells, curve, level: flo
         arm=str(arm["arm"]), arm_kind=str(arm["arm_kind"]), n_classes=n_classes,
         bases=np.sort(cells["base_per_class"].unique().astype(float)),
         volumes=(float(cells["volume_per_class"].min()), float(cells["volume_per_class"].max())),
-        real_sizes=(lo / n_classes, hi / n_classes), candidates=found, level=level, arm_method=arm_method,
+        real_sizes=(lo / n_classes, hi / n_classes), candidates=found, level=level,
         widening=widening,
     )  # fmt: skip
 

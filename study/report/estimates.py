@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study.analysis.joint import INTERVAL_METHOD
 from study.analysis.metric import metric_label
 from study.analysis.published import SETTINGS, SOURCE
 from study.grid import ANALYSIS_METRICS
@@ -59,7 +60,7 @@ def _headline(eq, eq_error: str | None, synthetic: list[str], level: float) -> l
         if _flag(r, "few_generators"):
             n += (f"; only {plural(r['n_generators'], 'independent generator')}: the interval rests on them (an "
                   "open-set arm has one per seed)")  # fmt: skip
-        elif _method(r) != "profile likelihood, random effect per generator" and pd.notna(r.get("generator_p")):
+        elif _method(r) != INTERVAL_METHOD and pd.notna(r.get("generator_p")):
             n += f", since the generators' rates differ (test of τ = 0: p = {r['generator_p']:.2g})"
         text = _verdict_text(r)
         if r["verdict"] == "not estimable":
