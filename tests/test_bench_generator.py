@@ -12,7 +12,15 @@ import pytest
 import study.bench.quality as quality
 from study.bench.common import merge_mode
 from study.bench.generator_modes import GENERATOR_MODES, quality_figures
-from study.bench.quality_report import curve_lines, label_runs, peer_markdown, quality_markdown
+from study.bench.quality_report import (
+    curve_lines,
+    label_runs,
+    peer_markdown,
+    peer_target_lines,
+    peer_targets,
+    quality_markdown,
+    targets_markdown,
+)
 
 
 @pytest.fixture
@@ -85,6 +93,33 @@ def test_peer_table_gives_the_throughput_ratio():
     text = peer_markdown([{"case": "digits16", "minutes": 3.0, "ours": side, "peer": peer, "throughput_ratio": 4.0}])
     assert "| digits16 | 3 | ours: edm-tiny-b128 | 1.20M | bf16 | 400 |" in text and "**4.0x**" in text
     assert "| digits16 | 3 | peer | 1.20M | fp32 | 100 | 30.0 (2000) | 0.200 |" in text
+
+
+def peer_row(case, ratio, ours_acc, peer_acc, ours_fd=5.0, peer_fd=30.0, n=100):
+    ours = {"train_images_per_cpu_s": 59.0 * ratio, "cond_acc": ours_acc, "fd": ours_fd, "n": n,
+            "parameters": 1.12e6, "precision": "bf16"}  # fmt: skip
+    peer = {"train_images_per_cpu_s": 59.0, "cond_acc": peer_acc, "fd": peer_fd, "n": n, "parameters": 2.92e6,
+            "precision": "fp32"}  # fmt: skip
+    return {"case": case, "minutes": 6.0, "ours": ours, "peer": peer, "throughput_ratio": ratio}
+
+
+def test_peer_targets_are_met_only_on_every_case():
+    """Issue 15's peer targets: >= 4x the peer's training throughput and better quality on every case; a case
+    below 4x is a miss with its gap, and a conditional-accuracy lead within noise is not 'better'."""
+    rows = [peer_row("digits16", 6.1, 1.0, 0.1), peer_row("cifar16", 2.9, 0.66, 0.18)]
+    speed, better = peer_target_lines(rows)
+    assert "**not met**" in speed and "digits16 6.1x (met;" in speed and "cifar16 2.9x (missed, gap 1.1x;" in speed
+    assert "1.12M bf16 vs 2.92M fp32" in speed
+    assert "**met**" in better and "0.660 vs 0.180 (ours - peer +0.48 [" in better
+    targets = peer_targets(rows)["cases"]
+    assert targets["digits16"]["throughput_met"] and not targets["cifar16"]["throughput_met"]
+    assert targets["cifar16"]["quality_better"]
+    noisy = peer_row("cifar16", 4.5, 0.50, 0.45)  # +0.05 on 100 images each: the interval holds 0
+    speed, better = peer_target_lines([noisy])
+    assert "**met**" in speed and "**not met**" in better and "(not better)" in better
+    worse_fd = peer_row("cifar16", 4.5, 0.66, 0.18, ours_fd=40.0)
+    assert not peer_targets([worse_fd])["cases"]["cifar16"]["quality_better"]
+    assert "not measured" in targets_markdown({}, {}, None)[-1]
 
 
 def test_generator_modes_share_one_section(tmp_path):

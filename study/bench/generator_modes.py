@@ -4,6 +4,7 @@ other modes' figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from study.bench.common import merge_mode, peak_flops
 from study.bench.generator import HEADLINE, WORKLOADS, difference_ci, digits_quality, sampler_check, throughput
 from study.bench.quality import CASES, DEFAULTS, RECIPES, RUNS, SWEEPS, cached_runs, quality_run
-from study.bench.quality_report import label_runs, peer_markdown, quality_markdown
+from study.bench.quality_report import label_runs, peer_markdown, peer_targets, quality_markdown
 from study.models.device import resolve_precision
 
 GENERATOR_MODES = ("throughput", "quality", "peer")
@@ -180,8 +181,15 @@ def quality_figures(by_case: dict[str, list[dict]]) -> dict:
     return figures
 
 
+def stored_peer_rows(reports: Path) -> list[dict] | None:
+    """The peer rows of an earlier `--peer` run kept in bench.json (None if there are none)."""
+    path = reports / "bench.json"
+    return json.loads(path.read_text()).get("generator", {}).get("peer") if path.exists() else None
+
+
 def run(args) -> int:
     runs_dir = args.runs or RUNS
+    rows = None
     if args.quality:
         for case in args.quality:
             for recipe in args.recipes or SWEEPS[case]:
@@ -200,6 +208,7 @@ def run(args) -> int:
             "peer_cond_acc": digits["peer"]["cond_acc"],
             "ours_cond_acc_vs_peer": digits["ours"]["cond_acc"],
             "peer_throughput_ratio_cifar16": next(r["throughput_ratio"] for r in rows if r["case"] == "cifar16"),
+            "peer_targets": peer_targets(rows),
         }
         merge_mode("generator", "peer", figures, peer_markdown(rows), GENERATOR_MODES, args.reports)
     if args.sampler_check:
@@ -212,11 +221,14 @@ def run(args) -> int:
                      f"- default sampler minus DDPM 250 steps: {c['dpmpp_minus_ddpm']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                      "(Newcombe 95%).", ""]  # fmt: skip
         merge_mode("sampler", "checks", {"checks": checks}, "\n".join(text), SAMPLER_MODES, args.reports)
-    if args.quality is not None or args.report:
-        cases = [c for c in CASES if not c.endswith("-peer")]
+    # The targets list (in the quality text) includes the peer targets: a --peer run rebuilds it from the cached
+    # quality runs too, and a quality rebuild takes the peer rows kept in bench.json.
+    cases = [c for c in CASES if not c.endswith("-peer")]
+    if args.quality is not None or args.report or (args.peer and any(cached_runs(runs_dir, c) for c in cases)):
         named = {name: make().identity() for name, make in RECIPES.items()}
         by_case = {case: label_runs(runs, named) for case in cases if (runs := cached_runs(runs_dir, case))}
-        text = quality_markdown(by_case, DEFAULTS, args.reports, ".")
+        peer_rows = rows if rows is not None else stored_peer_rows(args.reports)
+        text = quality_markdown(by_case, DEFAULTS, args.reports, ".", peer_rows)
         merge_mode("generator", "quality", quality_figures(by_case), text, GENERATOR_MODES, args.reports)
         print(text)
     return 0

@@ -96,10 +96,72 @@ def recipe_list(runs: list[dict]) -> str:
 
 
 TARGETS = {"cifar16": (0.7, 15.0), "cifar32": (0.5, 30.0)}  # case -> (relative cond. accuracy, within CPU-min)
+PEER_THROUGHPUT_TARGET = 4.0  # ours / peer training images per CPU-second, on every peer case (issue 15)
 
 
-def targets_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str]) -> list[str]:
-    """Each target met or not, or how far the measured curves got (never extrapolated)."""
+def peer_quality_better(row: dict) -> tuple[bool, tuple[float, float]]:
+    """Ours better than the peer at equal CPU-minutes: conditional accuracy higher beyond noise (the Newcombe 95%
+    interval of ours - peer lies above 0) and FD in the judge's features lower. Returns (better, interval)."""
+    from study.analysis.estimators import newcombe_difference
+
+    ours, peer = row["ours"], row["peer"]
+    ci = newcombe_difference(round(ours["cond_acc"] * ours["n"]), ours["n"], round(peer["cond_acc"] * peer["n"]),
+                             peer["n"], 0.95)  # fmt: skip
+    return ci[0] > 0 and ours["fd"] < peer["fd"], ci
+
+
+def peer_targets(rows: list[dict]) -> dict:
+    """The peer targets per case (bench.json figures): throughput ratio >= PEER_THROUGHPUT_TARGET, better quality."""
+    return {
+        "throughput_ratio_target": PEER_THROUGHPUT_TARGET,
+        "cases": {
+            row["case"]: {
+                "throughput_ratio": row["throughput_ratio"],
+                "throughput_met": row["throughput_ratio"] >= PEER_THROUGHPUT_TARGET,
+                "quality_better": peer_quality_better(row)[0],
+            }
+            for row in rows
+        },
+    }
+
+
+def peer_target_lines(rows: list[dict]) -> list[str]:
+    """The two peer targets, each met on every case or not, with each case's figures and the gap."""
+    if not rows:
+        return [f"- peer: training throughput >= {PEER_THROUGHPUT_TARGET:g}x the peer's and better quality at equal "
+                "CPU-minutes: not measured."]  # fmt: skip
+    cases = ", ".join(row["case"] for row in rows)
+    speed = []
+    for row in rows:
+        ratio, ours, peer = row["throughput_ratio"], row["ours"], row["peer"]
+        verdict = "met" if ratio >= PEER_THROUGHPUT_TARGET else f"missed, gap {PEER_THROUGHPUT_TARGET - ratio:.1f}x"
+        speed.append(f"{row['case']} {ratio:.1f}x ({verdict}; {ours['train_images_per_cpu_s']:.0f} vs "
+                     f"{peer['train_images_per_cpu_s']:.0f} img/CPU-s, {ours['parameters'] / 1e6:.2f}M {ours['precision']} "
+                     f"vs {peer['parameters'] / 1e6:.2f}M {peer['precision']} parameters)")  # fmt: skip
+    quality = []
+    for row in rows:
+        better, (lo, hi) = peer_quality_better(row)
+        ours, peer = row["ours"], row["peer"]
+        quality.append(f"{row['case']} at {row['minutes']:g} CPU-min: cond. acc {ours['cond_acc']:.3f} vs "
+                       f"{peer['cond_acc']:.3f} (ours - peer {ours['cond_acc'] - peer['cond_acc']:+.2f} "
+                       f"[{lo:+.2f}, {hi:+.2f}], Newcombe 95%, n = {ours['n']} each), FD {ours['fd']:.1f} vs "
+                       f"{peer['fd']:.1f}" + ("" if better else " (not better)"))  # fmt: skip
+    all_speed = all(row["throughput_ratio"] >= PEER_THROUGHPUT_TARGET for row in rows)
+    all_quality = all(peer_quality_better(row)[0] for row in rows)
+    return [
+        f"- peer: training throughput >= {PEER_THROUGHPUT_TARGET:g}x the peer's on {cases}: "
+        f"**{'met' if all_speed else 'not met'}**; " + "; ".join(speed) + ".",
+        f"- peer: better quality at equal CPU-minutes on {cases}: **{'met' if all_quality else 'not met'}**; "
+        + "; ".join(quality)
+        + ".",
+    ]
+
+
+def targets_markdown(
+    by_case: dict[str, list[dict]], defaults: dict[str, str], peer_rows: list[dict] | None = None
+) -> list[str]:
+    """Each target met or not, or how far the measured curves got (never extrapolated); the peer targets from the
+    side-by-side rows (`peer_rows`, None: not measured)."""
     lines = ["", "#### Targets", ""]
     for case, (goal, minutes) in TARGETS.items():
         points = [(p, r["recipe_name"]) for r in by_case.get(case, []) for p in r["points"]["ema"]]
@@ -117,10 +179,16 @@ def targets_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str]) -
         lines.append(f"- {case}: >= {goal} within {minutes:g} CPU-min: **{verdict}**; best measured "
                      f"{best['cond_acc_rel']:.2f} ({name}, {best['cpu_minutes']:.1f} CPU-min), gap "
                      f"{max(0.0, goal - best['cond_acc_rel']):.2f}.")  # fmt: skip
-    return lines
+    return lines + peer_target_lines(peer_rows or [])
 
 
-def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], figures_dir: Path, rel: str) -> str:
+def quality_markdown(
+    by_case: dict[str, list[dict]],
+    defaults: dict[str, str],
+    figures_dir: Path,
+    rel: str,
+    peer_rows: list[dict] | None = None,
+) -> str:
     parts = [
         "### Quality per CPU-minute",
         "",
@@ -132,7 +200,7 @@ def quality_markdown(by_case: dict[str, list[dict]], defaults: dict[str, str], f
         "Sampling: each recipe's sampler (20 network evaluations per image unless stated). Measured on a shared "
         "2-core machine (load average in the run files): CPU-minutes drift with other load; compare within a case.",
     ]
-    parts += targets_markdown(by_case, defaults)
+    parts += targets_markdown(by_case, defaults, peer_rows)
     for case, runs in by_case.items():
         judge = runs[0]["judge_test_acc"]
         png = figures_dir / f"bench-generator-{case}.png"
