@@ -11,7 +11,7 @@ import pytest
 
 import study.bench.quality as quality
 from study.bench.common import merge_mode
-from study.bench.generator_modes import GENERATOR_MODES, quality_figures
+from study.bench.generator_modes import GENERATOR_MODES, checks_markdown, quality_figures
 from study.bench.quality_report import (
     curve_lines,
     label_runs,
@@ -130,3 +130,18 @@ def test_generator_modes_share_one_section(tmp_path):
     assert section["cond_acc_rel_cifar16"] == 0.5 and section["bf16_over_fp32"] == 1.3 and "old" not in section
     md = (tmp_path / "bench.md").read_text()
     assert md.index("throughput text") < md.index("quality text")  # the modes' order, whatever the run order
+
+
+def test_sampling_check_text_prints_slow_samplers_and_the_difference():
+    """DDPM-250 at 32 px samples 0.2 images per CPU-second: the table says 0.2 (not 0), and the check's line gives
+    the default sampler minus DDPM-250 with its interval."""
+    run = {"steps": 10, "guidance": 2.0, "nfe": 20, "images_per_s": 4.6, "n": 200, "cond_acc": 0.545,
+           "cond_acc_ci95": (0.476, 0.613), "fd": 6.7}  # fmt: skip
+    ddpm = run | {"steps": 250, "nfe": 500, "images_per_s": 0.202, "n": 60, "cond_acc": 0.617}
+    check = {"case": "cifar32", "recipe": "edm-s", "judge_test_acc": 0.613, "runs": {"default": run, "ddpm-250": ddpm},
+             "dpmpp_minus_ddpm": -0.072, "dpmpp_minus_ddpm_ci95": (-0.204, 0.072)}  # fmt: skip
+    text = checks_markdown([check])
+    assert "| ddpm-250 | 250 | 2 | 500 | 0.2 | 60 |" in text and "| default | 10 | 2 | 20 | 4.6 | 200 |" in text
+    assert text.index("| ddpm-250 |") < text.index("| default |")  # sampling order, not bench.json's name order
+    assert "cifar32 (edm-s; judge test accuracy 0.613" in text
+    assert "default sampler minus DDPM 250 steps: -0.072 [-0.204, +0.072]" in text

@@ -4,7 +4,7 @@
     python -m study.bench generator --quality cifar16  # quality vs CPU-minutes per recipe (15 CPU-min a recipe)
     python -m study.bench generator --peer             # side by side with denoising-diffusion-pytorch
     python -m study.bench generator --sampler-check cifar16   # <= 20 NFE vs 250-step DDPM on a default model
-    python -m study.bench generator --report           # rebuild the quality and peer text from cached runs
+    python -m study.bench generator --report           # rebuild the quality text and targets from cached runs
 
 Training throughput (default mode): the study's UNets (`WORKLOADS`) end to end through `train_generator` with
 precision "auto" (what it chose here, and why), plus the training step alone in fp32, bf16 autocast and
@@ -291,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", nargs="*", default=[], help="extra EMAs scored in --quality runs: none, dX, pX")
     p.add_argument("--peer", action="store_true", help="side by side with denoising-diffusion-pytorch")
     p.add_argument("--sampler-check", nargs="*", metavar="CASE", help="<= 20 NFE vs DDPM-250 on default models")
-    p.add_argument("--report", action="store_true", help="rebuild the quality and peer text from cached runs")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="rebuild the quality text and targets from cached runs, the sampling checks' from bench.json",
+    )
     p.add_argument("--runs", type=Path, default=None, help="where quality and peer runs are kept (resume)")
     p.add_argument("--reports", type=Path, default=REPORTS)
     args = p.parse_args(argv)

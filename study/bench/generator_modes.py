@@ -12,7 +12,16 @@ from pathlib import Path
 import torch
 
 from study.bench.common import merge_mode, peak_flops
-from study.bench.generator import HEADLINE, WORKLOADS, difference_ci, digits_quality, sampler_check, throughput
+from study.bench.generator import (
+    GUIDANCE_CHECK,
+    HEADLINE,
+    SAMPLER_RUNS,
+    WORKLOADS,
+    difference_ci,
+    digits_quality,
+    sampler_check,
+    throughput,
+)
 from study.bench.quality import CASES, DEFAULTS, RECIPES, RUNS, SWEEPS, cached_runs, quality_run
 from study.bench.quality_report import label_runs, peer_markdown, peer_targets, quality_markdown
 from study.models.device import resolve_precision
@@ -124,6 +133,11 @@ def throughput_markdown(gen: dict) -> str:
     return "\n".join(lines)
 
 
+def _per_s(rate: float) -> str:
+    """Images per CPU-second: whole numbers from 10, two significant digits below (DDPM-250 at 32 px: 0.2)."""
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
 def _sampler_table(runs: dict, fd: bool) -> list[str]:
     head = "| sampler | steps | guidance | NFE/image | images/CPU-s | n | cond. accuracy [95% CI] |" + (
         " FD |" if fd else ""
@@ -132,7 +146,7 @@ def _sampler_table(runs: dict, fd: bool) -> list[str]:
     for label, r in runs.items():
         lo, hi = r["cond_acc_ci95"]
         out.append(
-            f"| {label} | {r['steps']} | {r['guidance']:g} | {r['nfe']} | {r['images_per_s']:.0f} | {r['n']} "
+            f"| {label} | {r['steps']} | {r['guidance']:g} | {r['nfe']} | {_per_s(r['images_per_s'])} | {r['n']} "
             f"| {r['cond_acc']:.3f} [{lo:.3f}, {hi:.3f}] |" + (f" {r['fd']:.1f} |" if fd else "")
         )
     return out
@@ -181,10 +195,29 @@ def quality_figures(by_case: dict[str, list[dict]]) -> dict:
     return figures
 
 
-def stored_peer_rows(reports: Path) -> list[dict] | None:
-    """The peer rows of an earlier `--peer` run kept in bench.json (None if there are none)."""
+def stored_section(reports: Path, section: str) -> dict:
+    """One section of bench.json as an earlier run left it ({} if there is none)."""
     path = reports / "bench.json"
-    return json.loads(path.read_text()).get("generator", {}).get("peer") if path.exists() else None
+    return json.loads(path.read_text()).get(section, {}) if path.exists() else {}
+
+
+def sampler_order(runs: dict) -> dict:
+    """The runs in the order they are sampled (bench.json keeps them sorted by name): the fixed samplers, the
+    default with and without guidance, the default at stronger guidance."""
+    order = [label for label, *_ in SAMPLER_RUNS] + ["default", "default-unguided"]
+    order += [f"default-g{g:g}" for g in GUIDANCE_CHECK]
+    return dict(sorted(runs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+def checks_markdown(checks: list[dict]) -> str:
+    text = ["### Sampling checks on the default recipes", ""]
+    for c in checks:
+        lo, hi = c["dpmpp_minus_ddpm_ci95"]
+        text += [f"{c['case']} ({c['recipe']}; judge test accuracy {c['judge_test_acc']:.3f}; shared machine):", "",
+                 *_sampler_table(sampler_order(c["runs"]), fd=True), "",
+                 f"- default sampler minus DDPM 250 steps: {c['dpmpp_minus_ddpm']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                 "(Newcombe 95%).", ""]  # fmt: skip
+    return "\n".join(text)
 
 
 def run(args) -> int:
@@ -211,23 +244,20 @@ def run(args) -> int:
             "peer_targets": peer_targets(rows),
         }
         merge_mode("generator", "peer", figures, peer_markdown(rows), GENERATOR_MODES, args.reports)
+    checks = None
     if args.sampler_check:
         checks = [sampler_check(case, runs_dir, scale=0.2) for case in args.sampler_check]
-        text = ["### Sampling checks on the default recipes", ""]
-        for c in checks:
-            lo, hi = c["dpmpp_minus_ddpm_ci95"]
-            text += [f"{c['case']} ({c['recipe']}; judge test accuracy {c['judge_test_acc']:.3f}; shared machine):", "",
-                     *_sampler_table(c["runs"], fd=True), "",
-                     f"- default sampler minus DDPM 250 steps: {c['dpmpp_minus_ddpm']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
-                     "(Newcombe 95%).", ""]  # fmt: skip
-        merge_mode("sampler", "checks", {"checks": checks}, "\n".join(text), SAMPLER_MODES, args.reports)
+    elif args.report:  # the text again from the checks kept in bench.json (they are not cached elsewhere)
+        checks = stored_section(args.reports, "sampler").get("checks")
+    if checks:
+        merge_mode("sampler", "checks", {"checks": checks}, checks_markdown(checks), SAMPLER_MODES, args.reports)
     # The targets list (in the quality text) includes the peer targets: a --peer run rebuilds it from the cached
     # quality runs too, and a quality rebuild takes the peer rows kept in bench.json.
     cases = [c for c in CASES if not c.endswith("-peer")]
     if args.quality is not None or args.report or (args.peer and any(cached_runs(runs_dir, c) for c in cases)):
         named = {name: make().identity() for name, make in RECIPES.items()}
         by_case = {case: label_runs(runs, named) for case in cases if (runs := cached_runs(runs_dir, case))}
-        peer_rows = rows if rows is not None else stored_peer_rows(args.reports)
+        peer_rows = rows if rows is not None else stored_section(args.reports, "generator").get("peer")
         text = quality_markdown(by_case, DEFAULTS, args.reports, ".", peer_rows)
         merge_mode("generator", "quality", quality_figures(by_case), text, GENERATOR_MODES, args.reports)
         print(text)
