@@ -194,7 +194,9 @@ def test_same_seed_same_metrics(digits):
 def test_evaluate_returns_every_metric(digits):
     model, stats = train_classifier(FAST, _base(digits, 20), 10, seed=0, flip=False)
     m = evaluate(model, digits.test, 10)
-    assert set(m) == {"test_acc", "test_bacc", "test_auc", "test_nll", "test_ece", "per_class_acc", "n_test"}
+    assert set(m) == {"test_acc", "test_bacc", "test_auc", "test_auc_n", "test_auc_n_note", "test_nll", "test_ece",
+                      "per_class_acc", "n_test"}  # fmt: skip
+    assert m["test_auc_n"] > 0 and m["test_auc_n_note"] == ""
     assert m["n_test"] == len(digits.test) and len(m["per_class_acc"]) == 10
     assert m["test_acc"] > 0.3  # 30 steps on 200 digits: well above chance (0.1)
     assert features(model, digits.test.images[:5]).shape == (5, model.net.num_features)

@@ -82,3 +82,94 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
     assert metrics.frechet_distance(a, b) == pytest.approx(5.0 + 3.0, rel=0.05)
     with pytest.raises(ValueError, match="one width"):
         metrics.frechet_distance(a, b[:, :2])
+
+
+# --- test_auc's noise model: Hanley & McNeil's variance and the effective binomial trials ------------------
+
+
+def _exponential_aucs(auc: float, n_pos: int, n_neg: int, draws: int, seed: int = 0) -> np.ndarray:
+    """Mann-Whitney AUCs of `draws` samples of exponential scores: negatives Exp(1), positives Exp(rate mu) with
+    mu = (1 - A) / A, so P(positive > negative) = 1 / (1 + mu) = A. For these scores Hanley & McNeil's
+    Q1 = A / (2 - A) and Q2 = 2 A^2 / (1 + A) are exact, hence so is their variance."""
+    rng = np.random.default_rng(seed)
+    pos = rng.exponential(auc / (1.0 - auc), size=(draws, n_pos))  # numpy's scale is 1 / rate
+    neg = rng.exponential(1.0, size=(draws, n_neg))
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg], axis=1), axis=1), axis=1) + 1  # continuous: no ties
+    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+@pytest.mark.parametrize(("auc", "n_pos", "n_neg"), [(0.75, 114, 42), (0.9, 50, 50), (0.6, 20, 200)])
+def test_hanley_mcneil_variance_is_the_variance_of_simulated_aucs(auc, n_pos, n_neg):
+    draws = _exponential_aucs(auc, n_pos, n_neg, draws=4000)
+    assert draws.mean() == pytest.approx(auc, abs=0.005)
+    # The sample variance of 4000 near-normal draws has a relative standard error of sqrt(2 / 4000) = 2.2%.
+    assert draws.var(ddof=1) == pytest.approx(metrics.hanley_mcneil_variance(auc, n_pos, n_neg), rel=0.08)
+
+
+def test_hanley_mcneil_variance_at_one_half_is_the_mann_whitney_null_variance():
+    # Under no discrimination Var(U / n1 n2) = (n1 + n2 + 1) / (12 n1 n2) for any continuous scores.
+    for n_pos, n_neg in [(42, 114), (1, 1), (7, 300)]:
+        expected = (n_pos + n_neg + 1) / (12 * n_pos * n_neg)
+        assert metrics.hanley_mcneil_variance(0.5, n_pos, n_neg) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="at least one positive and one negative"):
+        metrics.hanley_mcneil_variance(0.7, 0, 10)
+    with pytest.raises(ValueError, match=r"lies in \[0, 1\]"):
+        metrics.hanley_mcneil_variance(1.2, 5, 10)
+
+
+def test_auc_trials_two_classes_count_class_one_as_the_positives():
+    probs, labels = _predictions(156, 2, seed=3)
+    labels[:40] = 0  # unbalanced, so swapping positives and negatives would change the variance
+    n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
+    auc = roc_auc_score(labels, probs[:, 1])
+    n, note = metrics.auc_trials(probs, labels)
+    assert note == "" and n == pytest.approx(auc * (1 - auc) / metrics.hanley_mcneil_variance(auc, n_pos, n_neg))
+    assert n != pytest.approx(auc * (1 - auc) / metrics.hanley_mcneil_variance(auc, n_neg, n_pos))
+    m = metrics.classification_metrics(probs, labels, 2)
+    assert m["auc_n"] == n and m["auc_n_note"] == ""
+
+
+def test_auc_trials_several_classes_average_the_one_vs_rest_variances():
+    probs, labels = _predictions(300, 4, seed=5)
+    labels[labels == 2] = 3  # class 2 absent: left out of the mean AUC and of the variance
+    present = [0, 1, 3]
+    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    variances = [metrics.hanley_mcneil_variance(a, int((labels == c).sum()), int((labels != c).sum()))
+                 for a, c in zip(aucs, present, strict=True)]  # fmt: skip
+    macro = np.mean(aucs)
+    n, note = metrics.auc_trials(probs, labels)
+    assert note == "" and n == pytest.approx(macro * (1 - macro) / (sum(variances) / 3**2))
+
+
+def test_auc_trials_several_classes_do_not_understate_a_bootstrap_variance():
+    """The independence approximation against a bootstrap over test images (class counts fixed, as the formula
+    assumes) on Gaussian-logit predictions: 200 draws estimate a variance to ~10%; the formula is larger."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 60)
+    logits = rng.normal(size=(300, 5)) + 1.5 * np.eye(5)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    auc = metrics.roc_auc(probs, labels)
+    n, _ = metrics.auc_trials(probs, labels)
+    by_class = [np.flatnonzero(labels == c) for c in range(5)]
+    draws = []
+    for _ in range(200):
+        idx = np.concatenate([rng.choice(i, len(i)) for i in by_class])
+        draws.append(metrics.roc_auc(probs[idx], labels[idx]))
+    assert np.var(draws, ddof=1) < 1.15 * auc * (1 - auc) / n
+
+
+def test_auc_trials_are_nan_with_the_reason_where_undefined():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
+    n, note = metrics.auc_trials(probs, np.array([0, 0, 1, 1]))  # perfect separation: A = 1, Var = 0
+    assert np.isnan(n) and "AUC is 1" in note
+    n, note = metrics.auc_trials(probs, np.array([1, 1, 0, 0]))  # A = 0
+    assert np.isnan(n) and "AUC is 0" in note
+    n, note = metrics.auc_trials(probs, np.array([1, 1, 1, 1]))  # one class alone: no AUC
+    assert np.isnan(n) and "fewer than two classes" in note
+    m = metrics.classification_metrics(probs, np.array([0, 0, 1, 1]), 2)
+    assert np.isnan(m["auc_n"]) and m["auc"] == 1.0
+    n, note = metrics.auc_trials(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]))  # every one-vs-rest AUC 1
+    assert np.isnan(n) and "AUC is 1" in note
+    # 0 < A = 2/3 < 1, but every one-vs-rest AUC is 0 or 1 (classes 0 and 2 perfect, class 1 reversed): Var = 0
+    n, note = metrics.auc_trials(np.array([[1, 0.5, 0], [0, 0, 0], [0, 0.5, 1.0]]), np.array([0, 1, 2]))
+    assert np.isnan(n) and "every one-vs-rest AUC is 0 or 1" in note

@@ -4,7 +4,7 @@ step budget, evaluated on the real test split.
     model = build_classifier(spec, num_classes=10, channels=1, resolution=8)
     model, stats = train_classifier(spec, real, num_classes=10, seed=0, flip=False,
                                     synthetic=syn, mix=FractionMix(fraction=0.3))
-    evaluate(model, ds.test, num_classes=10)   # test_acc, test_bacc, test_auc, test_nll, test_ece, per_class_acc
+    evaluate(model, ds.test, num_classes=10)   # test_acc, _bacc, _auc, _auc_n, _nll, _ece, per_class_acc
     features(model, images)                    # penultimate features (class centroids, diagnostics)
 
 Comparability across cells: by default every cell takes the same number of optimisation steps of the same
@@ -559,7 +559,11 @@ def evaluate(
     batch_size: int = 512,
     prefix: str = "test",
 ) -> dict:
-    """`{prefix}_acc, _bacc, _auc, _nll, _ece`, `per_class_acc` and `n_{prefix}` on `split` (see study.metrics)."""
+    """`{prefix}_acc, _bacc, _auc, _nll, _ece`, `per_class_acc` and `n_{prefix}` on `split` (see study.metrics),
+    and `{prefix}_auc_n`, the AUC's noise model for the equivalence analysis: its effective binomial trials
+    A (1 - A) / Var(A), Var by Hanley & McNeil (1982) (study.metrics.auc_trials; the one-vs-rest macro mean's
+    variance as mean(V_c) / K). NaN where undefined (AUC 0 or 1, one class alone in the split), and then
+    `{prefix}_auc_n_note` says why (empty otherwise)."""
     m = classification_metrics(
         predict_proba(model, split.images, num_classes, device=device, batch_size=batch_size),
         split.labels.numpy(),
