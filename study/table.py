@@ -46,6 +46,12 @@ _COLUMNS = (
     Column("test_acc", "float64", "test accuracy", True),
     Column("test_bacc", "float64", "test balanced accuracy"),
     Column("test_auc", "float64", "test ROC AUC (one-vs-rest macro average for several classes)"),
+    Column(
+        "test_auc_n",
+        "float64",
+        "test_auc's effective binomial trials A (1 - A) / Var, Var by Hanley & McNeil "
+        "(1982; several classes: the mean one-vs-rest Var / K); empty where A is 0 or 1, or computed before it",
+    ),
     Column("test_nll", "float64", "test negative log-likelihood per image"),
     Column("test_ece", "float64", "test expected calibration error"),
     Column("n_test", "Int64", "test images", True),
@@ -114,6 +120,8 @@ _COLUMNS = (
 SCHEMA: dict[str, Column] = {c.name: c for c in _COLUMNS}
 COLUMNS: list[str] = list(SCHEMA)
 REQUIRED: list[str] = [c.name for c in _COLUMNS if c.required]
+# The values read from a cell's metrics.json (study.models.classifier.evaluate on the test split).
+TEST_METRIC_COLUMNS: list[str] = COLUMNS[COLUMNS.index("test_acc") : COLUMNS.index("n_test") + 1]
 # The values read from a sample set's diagnostics.json (the columns from mem_frac to fid).
 DIAGNOSTIC_COLUMNS: list[str] = COLUMNS[COLUMNS.index("mem_frac") : COLUMNS.index("fid") + 1]
 # The values read from a face cell's metrics.json (study.models.embedding.verify; its n_pairs is n_verif_pairs).

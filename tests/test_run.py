@@ -62,6 +62,7 @@ def test_full_run_writes_the_table(tiny_run, capsys):
     assert len(df) == 8 and set(df["status"]) == {"done"}
     assert set(COLUMNS) <= set(df.columns)
     assert df["test_acc"].between(0, 1).all() and (df["n_test"] == 540).all()
+    assert df["test_auc_n"].gt(1).all()  # evaluate's AUC trials reach the table (study.metrics.auc_trials)
     synthetic = df[df["arm"] == "closed"]
     assert (synthetic["n_syn"] == synthetic["volume_per_class"] * 10).all()
     assert synthetic["cond_acc"].notna().all()  # the sample set's diagnostic reaches the table

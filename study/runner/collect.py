@@ -30,7 +30,7 @@ from study.store import (
     atomic_write_json,
     read_json,
 )
-from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, VERIFICATION_COLUMNS, conform
+from study.table import COLUMNS, DIAGNOSTIC_COLUMNS, TEST_METRIC_COLUMNS, VERIFICATION_COLUMNS, conform
 
 _SAMPLE_DIAGNOSTICS = ("n_pairs", "pair_distance", "source_mass", "cka")  # samples.json diagnostics -> columns
 
@@ -96,7 +96,8 @@ def cell_row(plan: Plan, store: Store, cell: Cell, n_classes: int | None) -> dic
         **arm_fields(grid, cell),
     }
     if metrics:
-        row |= {m: metrics.get(m) for m in ("test_acc", "test_bacc", "test_auc", "test_nll", "test_ece", "n_test")}
+        # A metric added since the artifact was built (test_auc_n) is absent from its metrics.json: left empty.
+        row |= {m: metrics.get(m) for m in TEST_METRIC_COLUMNS}
         if "verif_auc" in metrics:
             row |= {m: metrics.get(m) for m in VERIFICATION_COLUMNS} | {"n_verif_pairs": metrics.get("n_pairs")}
         row["seconds"] = store.done_info(node.art)["seconds"]
