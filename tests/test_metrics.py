@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, recall_score, roc_auc_score
@@ -173,3 +175,64 @@ def test_auc_trials_are_nan_with_the_reason_where_undefined():
     # 0 < A = 2/3 < 1, but every one-vs-rest AUC is 0 or 1 (classes 0 and 2 perfect, class 1 reversed): Var = 0
     n, note = metrics.auc_trials(np.array([[1, 0.5, 0], [0, 0, 0], [0, 0.5, 1.0]]), np.array([0, 1, 2]))
     assert np.isnan(n) and "every one-vs-rest AUC is 0 or 1" in note
+
+
+# --- test_auc as the analysed metric (study.analysis.metric, the grid's analysis.metric) -----------------------
+
+
+def test_on_metric_test_auc_is_the_proportion_with_its_trials():
+    import pandas as pd
+
+    from study.analysis.metric import on_metric
+
+    # BreastMNIST's test split: 114 benign (class 1, the positives) and 42 malignant.
+    trials = [0.75 * 0.25 / metrics.hanley_mcneil_variance(0.75, 114, 42),
+              0.8 * 0.2 / metrics.hanley_mcneil_variance(0.8, 114, 42)]  # fmt: skip
+    # By hand at A = 3/4: A (1 - A) = 3/16, Q1 - A^2 = A (1 - A)^2 / (2 - A) = 3/80, Q2 - A^2 = A^2 (1 - A) / (1 + A)
+    # = 9/112, so n = (3/16) (114 x 42) / (3/16 + 113 x 3/80 + 41 x 9/112) = 116.29: fewer than test_acc's 156.
+    by_hand = Fraction(3, 16) * 114 * 42 / (Fraction(3, 16) + 113 * Fraction(3, 80) + 41 * Fraction(9, 112))
+    assert trials[0] == pytest.approx(float(by_hand), rel=1e-12) and 116.29 < trials[0] < 116.30
+    cells = pd.DataFrame({"cell": ["a", "b", "c"], "status": ["done", "done", "failed"], "test_acc": [0.7, 0.8, None],
+                          "n_test": [156, 156, None], "test_auc": [0.75, 0.8, None],
+                          "test_auc_n": [*trials, None]})  # fmt: skip
+    view = on_metric(cells, "test_auc")
+    assert view["test_acc"].tolist()[:2] == [0.75, 0.8] and view["n_test"].tolist()[:2] == [116, round(trials[1])]
+    assert (view["metric"] == "test_auc").all()
+
+
+def test_on_metric_test_auc_names_the_cells_without_trials_and_how_to_rerun_them():
+    import pandas as pd
+
+    from study.analysis.metric import MetricError, on_metric
+    from study.table import upgrade
+
+    # A table written before test_auc_n existed: reading it adds the column empty (study.table.upgrade).
+    old = pd.DataFrame({"cell": ["a", "b"], "status": ["done", "done"], "test_acc": [0.7, 0.8], "n_test": [156, 156],
+                        "test_auc": [0.75, 0.8], "cell_key": ["c40a4ae7bb3257a7cc51", "9b48e598c769aa"]})  # fmt: skip
+    cells = upgrade(old)
+    cells.loc[0, "test_auc_n"] = 116.3  # a table mixing recomputed and cached cells
+    with pytest.raises(MetricError) as err:
+        on_metric(cells, "test_auc")
+    message = str(err.value)
+    assert "1 done cells have no test_auc or test_auc_n" in message
+    assert "1 (e.g. b) were computed before the column test_auc_n existed" in message
+    assert "RESULTS/store/classifier/*__<the first 12 characters of their cell_key> (e.g. *__9b48e598c769)" in message
+    # Undefined trials give their own reasons, not the rerun advice.
+    cells.loc[1, ["test_auc", "test_auc_n"]] = [1.0, None]
+    with pytest.raises(MetricError, match=r"1 \(e\.g\. b\) have test_auc 0 or 1, whose Hanley-McNeil variance is 0"):
+        on_metric(cells, "test_auc")
+    cells.loc[1, "test_auc"] = None
+    with pytest.raises(MetricError, match="have no test_auc .one class alone in the test split."):
+        on_metric(cells, "test_auc")
+
+
+def test_grid_accepts_test_auc_on_classification_datasets_only():
+    from study.grid import GridError, validate_grid
+
+    breast = {"name": "b", "dataset": {"name": "medmnist", "flavor": "breastmnist"}, "real": {"base": [10]},
+              "seeds": [0], "analysis": {"metric": "test_auc"}}  # fmt: skip
+    assert validate_grid(breast).metric == "test_auc"
+    assert validate_grid({**breast, "dataset": {"name": "digits"}}).metric == "test_auc"
+    face = {**breast, "dataset": {"name": "att"}}
+    with pytest.raises(GridError, match="'test_auc' is not measured on a face dataset's verification pairs"):
+        validate_grid(face)

@@ -114,7 +114,8 @@ PublishedSetting = Literal["cifar10", "bloodmnist", "imagenet100"]  # study.anal
 class MetricColumn:
     """A cells.csv column the equivalence analysis can be run on, with its noise model: `trials` names the column
     holding its effective number of binomial trials (the test images for accuracy; pairs for pair accuracy; for
-    AUC, EER and TAR a bootstrap's p (1 - p) / Var, study.verification). EER is analysed as 1 - EER."""
+    verification AUC, EER and TAR a bootstrap's p (1 - p) / Var, study.verification; for the test AUC
+    A (1 - A) / Var with Hanley & McNeil's Var, study.metrics.auc_trials). EER is analysed as 1 - EER."""
 
     trials: str
     higher_is_better: bool
@@ -124,6 +125,7 @@ class MetricColumn:
 
 ANALYSIS_METRICS = {
     "test_acc": MetricColumn("n_test", True, "test accuracy", False),
+    "test_auc": MetricColumn("test_auc_n", True, "test AUC", False),
     "verif_acc": MetricColumn("verif_acc_n", True, "pair accuracy", True),
     "verif_auc": MetricColumn("verif_auc_n", True, "verification AUC", True),
     "verif_eer": MetricColumn("verif_eer_n", False, "EER", True),
