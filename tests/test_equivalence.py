@@ -355,7 +355,7 @@ def test_command_line_prints_tables_and_exits_2_on_bad_input(tmp_path, capsys):
     assert "no cells table" in capsys.readouterr().err
     pd.read_csv(tmp_path / "cells.csv").drop(columns="status").to_csv(tmp_path / "cells.csv", index=False)
     assert main([str(tmp_path)]) == 2
-    assert "missing column(s) ['status']" in capsys.readouterr().err
+    assert "missing columns ['status']" in capsys.readouterr().err  # study.table.read_cells names them
 
 
 def test_never_imports_torch():

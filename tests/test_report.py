@@ -321,6 +321,32 @@ def test_analysis_and_report_agree_on_the_published_constants(tmp_path, case):
         assert "No published constants for this dataset" in md
 
 
+def test_equivalence_cli_analyses_the_grids_metric(tmp_path, capsys):
+    """`python -m study.equivalence` reads plan.json's analysis.metric as the report does: with test_auc, a
+    group's acc is its pooled AUC over test_auc_n trials; cells without test_auc_n are named, exit 2."""
+    cells = simulated_cells(arms=[PlantedArm("closed", beta=0.3)], fail_rate=0.0, bases=(5, 10), extras=(5, 10),
+                            volumes=(5, 10), seeds=(0, 1))  # fmt: skip
+    cells = cells.assign(test_auc=0.5 + cells["test_acc"] / 2, test_auc_n=400.0)
+    grid = {"name": "sim", "dataset": {"name": "digits"}, "generators": {}, "analysis": {"metric": "test_auc"}}
+    results = write_results(tmp_path / "results", cells, grid=grid)
+    assert equivalence_main([str(results), "--n-boot", "0", "--write"]) == 0
+    assert "Measured on test AUC (analysis.metric: test_auc)" in capsys.readouterr().out
+    eq = pd.read_csv(results / "equivalence.csv")
+    keys = ["arm", "base_per_class", "volume_per_class"]
+    auc = cells[cells["arm"] == "closed"].groupby(keys)["test_auc"].mean()
+    np.testing.assert_allclose(eq.set_index(keys)["acc"].loc[auc.index], auc, atol=1 / 800)  # y = round(400 A)
+    assert (eq["n_test"] == 400 * eq["n_seeds"]).all()
+    md = report.write_report(report.locate(results), tmp_path / "out", n_boot=0).read_text()
+    assert "Measured on test AUC (`analysis.metric: test_auc`)" in md and "## Test AUC vs training-set size" in md
+    per_cell = md.split("## Per-cell results")[1].split("\n## ")[0]
+    assert "| accuracy | balanced acc. | AUC |" in per_cell  # the cells as measured, accuracy included
+
+    cells.loc[cells.index[:3], "test_auc_n"] = np.nan  # cached cells computed before the column existed
+    results = write_results(tmp_path / "mixed", cells, grid=grid)
+    assert equivalence_main([str(results), "--n-boot", "0"]) == 2
+    assert "3 (e.g. " in (err := capsys.readouterr().err) and "computed before the column test_auc_n existed" in err
+
+
 def test_a_grid_file_names_the_published_setting_of_its_results(tmp_path):
     """A report from a grid file reads the file's own `analysis:` block (plan.json may predate it)."""
     cells = simulated_cells(arms=[PlantedArm("closed", c2=2.5)], fail_rate=0.0, bases=(5, 10), extras=(5, 10),

@@ -8,6 +8,7 @@ Reads only the cells table (DESIGN 3.3, `results/<name>/cells.csv`); never impor
     write_tables(eq, Path("results/digits"))        # equivalence.csv, equivalence_fit.csv (atomic)
 
     python -m study.equivalence results/digits [--n-boot 1000] [--level 0.9] [--seed 0] [--write]
+    (the CLI analyses the grid's `analysis.metric` from plan.json, as the report does: study.analysis.metric)
 
 Cost: seconds on 2 CPU cores (3 arms x 3 bases x 2 volumes x 3 seeds: ~0.5 s without the bootstrap, ~4 s with
 1000 replicates, which refit the curve and every closed form; `--n-boot 0` skips them).
@@ -125,9 +126,12 @@ from study.analysis.closed_form import closed_form, closed_form_columns, closed_
 from study.analysis.curve import FAMILIES, Curve, fit_curve, logit_log, power_law
 from study.analysis.exchange import VERDICTS, arm_phis, equivalence_rows, k_of, verdict_of, with_verdict
 from study.analysis.joint import BETA_MAX, fit_arm, joint_rows
+from study.analysis.metric import MetricError, grid_metric, metric_label, on_metric
 from study.analysis.published import PublishedMatch, grid_setting, match_published
 from study.analysis.surface import ArmSurface, Widening, arm_surface
+from study.grid import ANALYSIS_METRICS
 from study.store import atomic_write_text, read_json
+from study.table import TableError, read_cells
 
 __all__ = [  # the analysis' public names, wherever they live
     "BETA_MAX", "FAMILIES", "REQUIRED_COLUMNS", "VERDICTS", "Curve", "Equivalence", "EquivalenceError", "analyse",
@@ -403,17 +407,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = args.results_dir / "cells.csv"
     try:
-        cells = pd.read_csv(path)
+        cells = read_cells(path)
     except FileNotFoundError:
         print(f"error: {path}: no cells table (run `python -m study.run GRID.yaml` first)", file=sys.stderr)
         return 2
+    except TableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
-        plan = read_json(args.results_dir / "plan.json", EquivalenceError)
-        eq = analyse(cells, n_boot=args.n_boot, level=args.level, seed=args.seed,
-                     published=grid_setting((plan or {}).get("grid")))  # fmt: skip
-    except EquivalenceError as exc:
+        grid = (read_json(args.results_dir / "plan.json", EquivalenceError) or {}).get("grid")
+        metric = grid_metric(grid, cells)  # the grid's analysis.metric, as the report analyses it
+        eq = analyse(on_metric(cells, metric), n_boot=args.n_boot, level=args.level, seed=args.seed,
+                     published=grid_setting(grid))  # fmt: skip
+    except (EquivalenceError, MetricError) as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
+    if metric != "test_acc":
+        print(f"Measured on {metric_label(metric)} (analysis.metric: {metric}): `acc` is its proportion over its "
+              f"effective binomial trials ({ANALYSIS_METRICS[metric].trials}; study.analysis.metric)\n")  # fmt: skip
     _print(eq)
     if args.write:
         write_tables(eq, args.results_dir)

@@ -37,6 +37,7 @@ from study.report.markdown import FIGURES, capitalised, in_arm_order
 from study.report.planning import planning_section
 from study.report.provenance import provenance_section
 from study.report.sections import (
+    METRICS,
     banner,
     diagnostics_section,
     failed_cells,
@@ -57,6 +58,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
     out.mkdir(parents=True, exist_ok=True)
     for name in [*FIGURES.values(), verification.FIGURE]:  # a figure not drawn now must not survive from before
         (out / name).unlink(missing_ok=True)
+    raw = res.cells
     res, metric = on_grid_metric(res)
     label = metric_label(metric)
     done = res.cells[res.cells["status"] == "done"].copy()
@@ -97,7 +99,12 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
         md += ["## Verification on unseen identities",
                *verification.verification_section(done, pd.read_csv(roc) if roc.exists() else None, palette, out,
                                                   level)]  # fmt: skip
-    md += ["## Per-cell results", *per_cell_table(summary, level, label if metric != "test_acc" else "accuracy")]
+    if metric in METRICS:  # test_acc, or a column of the table itself (test_auc): every column as measured
+        as_measured = raw[raw["status"] == "done"]
+        cells = summary if metric == "test_acc" else in_arm_order(summarise(as_measured, level), arms, *CELL_KEYS[2:])
+        md += ["## Per-cell results", *per_cell_table(cells, level)]
+    else:
+        md += ["## Per-cell results", *per_cell_table(summary, level, label)]
     md += ["## Failed cells", *failed_cells(res.cells)]
     md += ["## Provenance", *provenance_section(res)]
     md += ["## Methods", *methods(eq, level, n_boot, bool(synthetic))]
