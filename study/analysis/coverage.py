@@ -38,7 +38,7 @@ import pandas as pd
 
 from study.analysis.cells import Group, arm_mask, arms_of, check_cells, generator_of
 from study.analysis.curve import fit_curve
-from study.analysis.joint import fit_arm
+from study.analysis.joint import SEED_EFFECT, fit_arm
 from study.analysis.mixed import Data, unpooled_dispersion
 from study.analysis.simulate import PlantedArm, simulate_cells
 from study.analysis.two_stage import METHOD, two_stage
@@ -54,6 +54,8 @@ class Scenario:
     name: str
     generator_sd: float = 0.0  # sd of the shared effect on log beta
     kind: str = "closed"  # open: one generator per seed, shared by every base
+    seed_size_sd: float = 0.0  # sd of log of what a seed's real subset is worth per image (study.analysis.simulate)
+    seed_sd: float = 0.0  # sd of a seed's shift of logit accuracy, on every cell of the seed
 
     def arms(self) -> list[PlantedArm]:
         return [PlantedArm(name, beta=beta, kind=self.kind) for name, beta in TRUTH.items()]
@@ -65,9 +67,15 @@ SCENARIOS = (
     Scenario("shared effect on log beta, sd 0.5", 0.5),
     Scenario("one generator per seed for every base (open), sd 0.3", 0.3, "open"),
 )
+SEED_SCENARIOS = (  # seeds that differ (issue 20)
+    Scenario("no shared effect, seed logit shift sd 0.5", seed_sd=0.5),
+    Scenario("no shared effect, seeds' real subsets worth exp(N(0, 0.8^2))", seed_size_sd=0.8),
+)
 
 
-def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True) -> list[dict]:
+def study_intervals(
+    cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True, seed_effect: str = SEED_EFFECT
+) -> list[dict]:
     """The four kinds of interval per arm (and per arm and base) of one simulated cells table: the reported, random
     and fixed ones exactly as study.analysis.joint computes them (per base: one fit sharing the curve and tau; the
     random-effect one is the reported one except where the two-stage rule replaced it), and the two-stage one
@@ -82,7 +90,7 @@ def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = T
         gens = generator_of(syn).to_numpy()
         common = {"arm": arm["arm"], "truth": TRUTH.get(arm["arm"], np.nan)}
         for random in (True, False):
-            fitted = fit_arm(g, real, syn, by_base, random=random, tests=False)
+            fitted = fit_arm(g, real, syn, by_base, random=random, tests=False, seed_effect=seed_effect)
             for where, r in [("arm", fitted.row)] + [(f"base {b['base_per_class']:g}", b) for b in fitted.per_base]:
                 key = "arm" if where == "arm" else r["base_per_class"]
                 out = {**common, "where": where, "generators": r["n_generators"], "tau": r["generator_sd"],
@@ -94,20 +102,20 @@ def study_intervals(cells: pd.DataFrame, level: float = LEVEL, by_base: bool = T
                     ends = fitted.profile.get(key, ends)
                 rows.append({**out, "method": "random" if random else "fixed",
                              **dict(zip(("beta", "lo", "hi"), ends, strict=True))})  # fmt: skip
-        phi, _ = unpooled_dispersion(g.curve, Data.build(real, syn, gens, syn["base_per_class"]))
+        phi, _ = unpooled_dispersion(g.curve, Data.build(real, syn, gens, syn["base_per_class"]), seed_effect)
         subsets = [("arm", np.ones(len(syn), bool))]
         subsets += [(f"base {b:g}", (syn["base_per_class"] == b).to_numpy()) for b in sorted(syn["base_per_class"].unique())
                     if by_base]  # fmt: skip
         for where, mask in subsets:
             d = Data.build(real, syn[mask], gens[mask], np.zeros(int(mask.sum()), int))
-            est = two_stage(g.curve, d, level, phi)
+            est = two_stage(g.curve, d, level, phi, seed_effect)
             rows.append({**common, "where": where, "method": "two-stage", "generators": est.n_generators,
                          "beta": est.beta, "lo": est.lo, "hi": est.hi, "tau": np.nan})  # fmt: skip
     return rows
 
 
 def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_base: bool = True, log=None,
-                  partial: Path | None = None) -> pd.DataFrame:  # fmt: skip
+                  partial: Path | None = None, seed_effect: str = SEED_EFFECT) -> pd.DataFrame:  # fmt: skip
     """Every interval of `studies` simulated studies per scenario (study `i` of every scenario is drawn from seed
     `seed + i`, its `study` number, so scenarios differ only in the generator effects and runs with different
     seeds add up). Studies interleave the scenarios, so a run
@@ -116,8 +124,10 @@ def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_bas
     start = time.process_time()
     for i in range(studies):
         for scenario in scenarios:
-            cells = simulate_cells(scenario.arms(), generator_sd=scenario.generator_sd, seed=seed + i, **DESIGN)
-            new = [{"scenario": scenario.name, "study": seed + i, **r} for r in study_intervals(cells, by_base=by_base)]
+            cells = simulate_cells(scenario.arms(), generator_sd=scenario.generator_sd, seed=seed + i,
+                                   seed_sd=scenario.seed_sd, seed_size_sd=scenario.seed_size_sd, **DESIGN)  # fmt: skip
+            new = [{"scenario": scenario.name, "study": seed + i, "seed_effect": seed_effect, **r}
+                   for r in study_intervals(cells, by_base=by_base, seed_effect=seed_effect)]  # fmt: skip
             rows += new
             if partial is not None:
                 pd.DataFrame(new).to_csv(partial, mode="a", header=not partial.exists(), index=False)
@@ -134,7 +144,7 @@ def estimand(intervals: pd.DataFrame, which: str = "mean") -> pd.Series:
     u_g ~ N(0, sd^2) (study.analysis.simulate); sd from the scenario's name in SCENARIOS."""
     if which == "median":
         return intervals["truth"]
-    sd = {s.name: s.generator_sd for s in SCENARIOS}
+    sd = {s.name: s.generator_sd for s in SCENARIOS + SEED_SCENARIOS}
     unknown = set(intervals["scenario"]) - set(sd)
     if unknown:
         raise ValueError(f"unknown scenarios {sorted(unknown)}: expected names from SCENARIOS {list(sd)}")

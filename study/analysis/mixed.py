@@ -10,6 +10,11 @@ One arm's synthetic cells and the real cells (which pin the learning curve acc_t
         `ClosedForm`:  n_eff = n_base + exp(u_g) n_base ln(1 + n_syn / (n_base c1^(n_base/K))) / ln c2
                        (Wang et al. 2025's n_syn(n_real+) = n_base c1^(n_base/K) (c2^(n_real+/n_base) - 1), inverted;
                        the generator scales its gain)
+With `seed_effect` (Mixed; SEED_EFFECTS) every cell of seed s also carries that seed's effect (S - 1 fixed
+effects, summing to 0 over the real cells' seeds; a synthetic cell whose seed has no real cell gets none):
+        "logit":  logit p = logit acc_theta(n_eff) + delta_s
+        "size":   n_eff gains (e^{a_s} - 1) n_subset: the seed's real subset (n_base; n_real for a real cell) is
+                  worth e^{a_s} images per nominal one
 A generator is the unit the runner trains once: per seed and base for a closed-set arm, per seed (shared by every
 base) for an open-set one; in the table, the cells' `samples_key` (one sample set per generator and seed; a
 pretrained model's sample sets, one per seed, are its independent draws). Single cells are overdispersed beyond
@@ -48,6 +53,7 @@ _X, _W = np.polynomial.hermite.hermgauss(NODES)
 _LOG_W = _X**2 + np.log(_W)  # e^{x^2} w: the weights of the integrand itself
 _NEWTON = 12  # at most this many Newton steps to a generator's mode
 _DZ = 1e-2  # finite-difference step on the standard-normal scale of u_g
+SEED_EFFECTS = ("none", "logit", "size")  # how a seed's real subset shifts its cells (Mixed.prob)
 
 
 def _saturated(y, m):
@@ -71,6 +77,11 @@ class Data:
     generators: tuple
     levels: tuple
     sat: float  # the saturated log-likelihood, subtracted
+    # Each cell's seed (its real subset) as an index into `seeds`, the seeds of the real cells: real cells (n,) and
+    # synthetic (generators, 1, cells); -1 for a synthetic cell whose seed has no real cell (no seed effect there).
+    seed_real: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    seed: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), int))
+    seeds: tuple = ()
 
     @classmethod
     def build(cls, real: pd.DataFrame, syn: pd.DataFrame, generator, level) -> Data:
@@ -83,17 +94,23 @@ class Data:
         arrays = {k: np.zeros(shape) for k in ("n_base", "n_syn", "y", "m")}
         arrays["n_base"][:], arrays["n_syn"][:] = 1.0, 1.0
         lvl = np.zeros(shape, int)
+        seed_of = np.full(shape, -1)
+        seeds = tuple(sorted(real["seed"].unique())) if "seed" in real else ()
+        seed_index = {s: i for i, s in enumerate(seeds)}
+        syn_seeds = syn["seed"].to_numpy() if "seed" in syn else np.full(len(syn), None)
         slot = np.zeros(len(gens), int)
         cols = syn[["n_base", "n_syn", "correct", "n_test"]].to_numpy(float)
         for i, g in enumerate(gen_codes):
             j = slot[g]
             arrays["n_base"][g, 0, j], arrays["n_syn"][g, 0, j], arrays["y"][g, 0, j], arrays["m"][g, 0, j] = cols[i]
             lvl[g, 0, j] = lvl_codes[i]
+            seed_of[g, 0, j] = seed_index.get(syn_seeds[i], -1)
             slot[g] += 1
         y_real, m_real = real["correct"].to_numpy(float), real["n_test"].to_numpy(float)
+        seed_real = np.array([seed_index[s] for s in real["seed"]], int) if seeds else np.zeros(len(real), int)
         sat = float(_saturated(y_real, m_real).sum() + _saturated(arrays["y"], arrays["m"]).sum())
         return cls(real["n_real"].to_numpy(float), y_real, m_real, arrays["n_base"], arrays["n_syn"], arrays["y"],
-                   arrays["m"], lvl, tuple(gens), tuple(lvls), sat)  # fmt: skip
+                   arrays["m"], lvl, tuple(gens), tuple(lvls), sat, seed_real, seed_of, seeds)  # fmt: skip
 
     @property
     def n_cells(self) -> int:
@@ -157,37 +174,66 @@ class ClosedForm:
 
 @dataclass(eq=False)
 class Mixed:
-    """The marginal likelihood of one arm's model; parameters x = [curve (free scale), gain params, tau]."""
+    """The marginal likelihood of one arm's model; parameters x = [curve (free scale), gain params, tau, seed
+    effects] (the seed effects, S - 1 for S seeds, only with `seed_effect` and >= 2 seeds: `SeedEffects`)."""
 
     curve: Curve  # the real-data fit: its family, floor and starting values
     data: Data
     gain: Linear | ClosedForm
     phi: float = 1.0
     random: bool = True  # False: tau fixed at 0 (the fixed-effect joint model)
+    seed_effect: str = "none"  # "none" | "logit" | "size" (SEED_EFFECTS)
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # Fixed for the model's life; read on every likelihood evaluation.
+        if self.seed_effect not in SEED_EFFECTS:
+            raise ValueError(f"seed_effect: expected one of {list(SEED_EFFECTS)}, got {self.seed_effect!r}")
         self.family: Family = self.curve.family
         self.k = len(self.curve.params)
         self.tau_index = self.k + self.gain.size
         self.lower = self.gain.lower(self.data) if isinstance(self.gain, Linear) else None
+        self.n_seed_params = len(self.data.seeds) - 1 if self.seed_effect != "none" and len(self.data.seeds) > 1 else 0
+
+    def seed_shifts(self, x) -> np.ndarray:
+        """Per seed its effect (sum to zero over the real cells' seeds), then a 0 for cells of other seeds (index -1)."""
+        s = np.asarray(x[self.tau_index + 1 :], float)
+        if not self.n_seed_params:
+            return np.zeros(len(self.data.seeds) + 1)
+        return np.concatenate([s, [-s.sum(), 0.0]])
+
+    def prob(self, x, n, seed, n_subset) -> np.ndarray:
+        """Accuracy at effective size n of cells of seed index `seed` whose real subset has n_subset images: the
+        curve at x, with the seed's effect (a logit shift, or its subset counted exp(a_s) times)."""
+        theta = x[: self.k]
+        if not self.n_seed_params:
+            return clip(self.family.at(np.maximum(n, 0.5), theta, self.curve.floor))
+        shift = self.seed_shifts(x)[seed]
+        if self.seed_effect == "size":
+            n = n + np.expm1(shift) * n_subset
+        p = clip(self.family.at(np.maximum(n, 0.5), theta, self.curve.floor))
+        return clip(special.expit(special.logit(p) + shift)) if self.seed_effect == "logit" else p
 
     def _h(self, x, z):
         """Per generator and node z (G, Q): the conditional log-likelihood over phi, minus z^2 / 2."""
-        theta, gamma, tau = x[: self.k], x[self.k : self.tau_index], x[self.tau_index]
+        gamma, tau = x[self.k : self.tau_index], x[self.tau_index]
         d = self.data
-        n_eff = np.maximum(self.gain.n_eff(gamma, tau * z[..., None], d), 0.5)
-        p = clip(self.family.at(n_eff, theta, self.curve.floor))
+        n_eff = self.gain.n_eff(gamma, tau * z[..., None], d)
+        p = self.prob(x, n_eff, d.seed, d.n_base)
         ll = (d.y * np.log(p) + (d.m - d.y) * np.log1p(-p)).sum(axis=-1)
         return ll / self.phi - 0.5 * z**2
+
+    def real_loglik(self, x) -> float:
+        """The real cells' binomial log-likelihood (not over phi, saturated part not subtracted)."""
+        d = self.data
+        return float(binomial_loglik(d.y_real, d.m_real, self.prob(np.asarray(x, float), d.n_real, d.seed_real,
+                                                                   d.n_real)))  # fmt: skip
 
     def loglik(self, x) -> float:
         """log L(x) - log L(saturated), over phi (so -2 loglik is the scaled deviance at tau = 0)."""
         x = np.asarray(x, float)
         d = self.data
-        p_real = self.family.at(d.n_real, x[: self.k], self.curve.floor)
-        real = float(binomial_loglik(d.y_real, d.m_real, p_real))
+        real = self.real_loglik(x)
         if not len(d.generators):
             return (real - d.sat) / self.phi
         if x[self.tau_index] <= 0.0:
@@ -227,7 +273,44 @@ class Mixed:
         gamma = self.gain.start(self.curve, self.data)
         tau = 0.0 if not self.random else (0.3 * max(np.abs(gamma).max(), 0.05) if isinstance(self.gain, Linear)
                                            else 0.3)  # fmt: skip
-        return np.concatenate([self.curve.free, gamma, [tau]])
+        if not self.n_seed_params:
+            return np.concatenate([self.curve.free, gamma, [tau]])
+        seeds = self.seed_start()
+        theta = self._cache["seed_start"][0]
+        if isinstance(self.gain, Linear):  # the rates' start with the seeds' effects in: else a far, bad optimum
+            gamma = self._rate_grid(np.concatenate([theta, gamma, [0.0], seeds]))
+        return np.concatenate([theta, gamma, [tau], seeds])
+
+    def _rate_grid(self, x) -> np.ndarray:
+        """Per level, the best rate on Linear.start's grid, the curve and seed effects held at x, tau = 0."""
+        d, out = self.data, np.array(x[self.k : self.tau_index], float)
+        for j in range(self.gain.n_levels):
+            grid = self.lower[j] + np.geomspace(1e-3, 1e3, 120) * max(-self.lower[j], 1e-3)
+            n_eff = d.n_base[None] + grid[:, None, None, None] * d.n_syn[None]
+            p = self.prob(x, n_eff, d.seed[None], d.n_base[None])
+            ll = np.where(d.level[None] == j, d.y * np.log(p) + (d.m - d.y) * np.log1p(-p), 0.0).sum(axis=(1, 2, 3))
+            out[j] = grid[int(np.argmax(ll))]
+        return out
+
+    def seed_start(self) -> np.ndarray:
+        """The seed effects of the real cells alone (with the curve refitted): a start near the optimum, since
+        from 0 a large effect (a base subset worth almost nothing) can leave the fit in a local optimum."""
+        if not self.n_seed_params:
+            return np.zeros(0)
+        if "seed_start" not in self._cache:
+            x = np.concatenate([self.curve.free, np.zeros(self.tau_index - self.k + 1 + self.n_seed_params)])
+            own = list(range(self.k)) + list(range(self.tau_index + 1, len(x)))
+
+            def nll(v):
+                w = x.copy()
+                w[own] = v
+                return -self.real_loglik(w)
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                x[own] = optimize.minimize(nll, x[own], method="BFGS").x
+            self._cache["seed_start"] = (x[: self.k], x[self.tau_index + 1 :])
+        return self._cache["seed_start"][1]
 
     def to_w(self, x) -> np.ndarray:
         w = np.array(x, float)
@@ -388,12 +471,17 @@ def lr_test(ll_small: float, ll_big: float, n_params: int, df: float = np.inf) -
     return stat, float(stats.chi2.sf(stat, n_params))
 
 
-def unpooled_dispersion(curve: Curve, d: Data) -> tuple[float, float]:
+def unpooled_dispersion(curve: Curve, d: Data, seed_effect: str = "none") -> tuple[float, float]:
     """phi = max(1, Pearson chi2 / df) of the real cells about the curve and of the synthetic cells about a rate
     fitted per (generator, level) with the curve held: the cells' own scatter, free of generator effects. df =
-    cells - curve params - (generator, level) pairs."""
+    cells - curve params - (generator, level) pairs. With a `seed_effect` the real cells' curve is refitted with
+    it (and held with it): seed-to-seed differences are not cell scatter either (df - (seeds - 1))."""
+    model = Mixed(curve, d, Linear(len(d.levels)), random=False, seed_effect=seed_effect)
+    x = np.concatenate([curve.free, np.zeros(model.tau_index - model.k + 1), model.seed_start()])
+    if model.n_seed_params:
+        x[: model.k] = model._cache["seed_start"][0]
     y, m = d.y_real, d.m_real
-    mu = clip(curve.acc(d.n_real))
+    mu = model.prob(x, d.n_real, d.seed_real, d.n_real)
     chi2 = float(np.sum((y - m * mu) ** 2 / (m * mu * (1 - mu))))
     pairs = 0
     lower = Linear(len(d.levels)).lower(d)
@@ -404,14 +492,22 @@ def unpooled_dispersion(curve: Curve, d: Data) -> tuple[float, float]:
                 continue
             pairs += 1
             nb, ns, yy, mm = d.n_base[g, 0, cells], d.n_syn[g, 0, cells], d.y[g, 0, cells], d.m[g, 0, cells]
+            sd = d.seed[g, 0, cells]
 
-            def nll(s, nb=nb, ns=ns, yy=yy, mm=mm, r=-lower[j]):
-                return -float(binomial_loglik(yy, mm, curve.acc(np.maximum(nb + (np.exp(s) - r) * ns, 0.5))))
+            def acc(s, nb=nb, ns=ns, sd=sd, r=-lower[j]):
+                return model.prob(x, nb + (np.exp(s) - r) * ns, sd, nb)
 
-            s = optimize.minimize_scalar(nll, bounds=(np.log(-lower[j]) - 12, np.log(-lower[j] + 1e3)),
+            def nll(s, yy=yy, mm=mm, acc=acc):
+                return -float(binomial_loglik(yy, mm, acc(s)))
+
+            # Bracketed from a grid: where some cell's n_eff is clamped at 0.5 the likelihood is flat, and a bounded
+            # search started blind can stop there (with a seed whose subset is worth less than nominal).
+            grid = np.linspace(np.log(-lower[j]) - 12, np.log(-lower[j] + 1e3), 49)
+            i = int(np.argmin([nll(v) for v in grid]))
+            s = optimize.minimize_scalar(nll, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]),
                                          method="bounded", options={"xatol": 1e-6}).x  # fmt: skip
-            mu = clip(curve.acc(np.maximum(nb + (np.exp(s) + lower[j]) * ns, 0.5)))
+            mu = acc(s)
             chi2 += float(np.sum((yy - mm * mu) ** 2 / (mm * mu * (1 - mu))))
-    df = d.n_cells - len(curve.theta) - pairs
+    df = d.n_cells - len(curve.theta) - model.n_seed_params - pairs
     phi = chi2 / df if df > 0 else 1.0
     return (phi, float(df)) if phi > 1.0 else (1.0, np.inf)  # floored at 1: the binomial scale, known

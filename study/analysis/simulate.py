@@ -11,8 +11,11 @@ turns n_syn synthetic images on a base of n_base real ones into an effective rea
 constant exchange rate (`beta`: n_eff = n_base + beta n_syn; < 0 hurts, > 1 beats real data) or by the
 paper's closed form (`c1`, `c2`, `K`: the n_syn matching n_real+ added real images is
 n_base c1^(n_base/K) (c2^(n_real+/n_base) - 1), inverted). A cell's accuracy is acc(n_eff), shifted on the
-logit scale by a seed effect (shared by every cell of a seed, like the base set) and a cell effect
-(classifier training noise), then observed through a binomial test set of n_test images.
+logit scale by a seed effect (`seed_sd`: shared by every cell of a seed, like the base set) and a cell effect
+(classifier training noise), then observed through a binomial test set of n_test images. `seed_size_sd` plants
+the other kind of seed effect: a seed's real subset (nested: its base and extra images) is worth w_s =
+exp(a_s), a_s ~ Normal(0, seed_size_sd), images per nominal image, n_eff = w_s (n_base + n_extra) + gain,
+the gain (n_syn's part) untouched, as when one seed's base subset happens to teach little.
 
 Generators, as the runner has them: a closed-set arm trains one generator (and draws one sample set) per seed
 and base size, whose smaller volumes are prefixes of its largest; an open-set arm one per seed, shared by
@@ -105,6 +108,7 @@ def simulate_cells(
     n_test: int = 1000,
     curve: Callable[[np.ndarray], np.ndarray] = DEFAULT_CURVE,  # true accuracy at n real images
     seed_sd: float = 0.0,  # sd of a seed's shift of logit accuracy (shared by its cells)
+    seed_size_sd: float = 0.0,  # sd of log of what a seed's real subset is worth per nominal image (its cells)
     cell_sd: float = 0.0,  # sd of each cell's own shift of logit accuracy (training noise)
     generator_sd: float = 0.0,  # sd of a generator's effect on log of its gain (n_eff - n_base), shared by its cells
     fail_rate: float = 0.0,  # probability that a cell failed
@@ -120,6 +124,8 @@ def simulate_cells(
     rng = np.random.default_rng(seed)
     gen_rng = np.random.default_rng([seed, 1])  # its own stream: tables without generator effects are unchanged
     seed_shift = dict(zip(seeds, rng.normal(0.0, seed_sd, len(seeds)), strict=True))
+    size_rng = np.random.default_rng([seed, 2])  # its own stream: tables without it are unchanged
+    worth = dict(zip(seeds, np.exp(size_rng.normal(0.0, seed_size_sd, len(seeds))), strict=True))
     rows, measured, generators = [], {}, {}
     for cell, arm in _cells(arms, bases, extras, volumes, seeds):
         n_base, n_extra, n_syn = (
@@ -129,9 +135,9 @@ def simulate_cells(
         if gen is not None and gen not in generators:
             generators[gen] = float(np.exp(gen_rng.normal(0.0, generator_sd))) if generator_sd > 0 else 1.0
         if arm is None:
-            n = n_base + n_extra
+            n = worth[cell.seed] * (n_base + n_extra)
         else:
-            n = n_base + generators[gen] * (float(arm.n_eff(n_base, n_syn, n_classes)) - n_base)
+            n = worth[cell.seed] * n_base + generators[gen] * (float(arm.n_eff(n_base, n_syn, n_classes)) - n_base)
         if not n > 0:
             raise ValueError(f"arm {arm.name!r} plants n_eff = {n:g} <= 0 at base {n_base}, n_syn {n_syn}: raise beta")
         key = f"real{n_base + n_extra}-s{cell.seed}" if arm is None else cell.label

@@ -3,7 +3,9 @@ no estimate of the generator variance tau^2, so it stays honest where tau rests 
 open-set arm has one per seed), at the price of width.
 
 Stage 1 fits the fixed-effect joint model (study.analysis.mixed with tau = 0) with one rate beta_g per generator g
-and the real learning curve's params free, by quasi-likelihood over the arm's dispersion phi. Stage 2 takes the
+and the real learning curve's params free (with `seed_effect`, each seed's effect too, so a generator is compared
+with its own seed's real cells and a seed whose subset teaches little does not push its generators to beta's
+lower bound and the others' up: study.analysis.joint), by quasi-likelihood over the arm's dispersion phi. Stage 2 takes the
 plain mean over the G generators and a variance from two parts:
 
     beta_bar = (1/G) sum_g beta_g
@@ -44,33 +46,35 @@ class TwoStage:
     shared_var: float  # (1' S 1 - tr S) / G^2: the shared curve's part
 
 
-def generator_rates(curve: Curve, data: Data, phi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def generator_rates(
+    curve: Curve, data: Data, phi: float = 1.0, seed_effect: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1: beta_g per generator (its own level) with the curve refitted jointly, and their covariance S from
     the observed information (beta_g = lower_g + exp(w_g), so S = J Cov(w) J with J = diag(beta_g - lower_g))."""
     n_gen = len(data.generators)
     per_gen = replace(data, level=np.broadcast_to(np.arange(n_gen)[:, None, None], data.level.shape).copy(),
                       levels=tuple(data.generators))  # fmt: skip
-    model = Mixed(curve, per_gen, Linear(n_gen), phi=phi, random=False)
+    model = Mixed(curve, per_gen, Linear(n_gen), phi=phi, random=False, seed_effect=seed_effect)
     x, _ = model.fit()
     info = model.information(x)
     k = model.k
-    free = list(range(model.tau_index))
+    free = [i for i in range(len(x)) if i != model.tau_index]  # curve, rates and any seed effects
     rates = np.asarray(x[k : model.tau_index], float)
     try:
-        cov_w = np.linalg.inv(info[np.ix_(free, free)])[k:, k:]
+        cov_w = np.linalg.inv(info[np.ix_(free, free)])[k : k + n_gen, k : k + n_gen]
     except np.linalg.LinAlgError:
         cov_w = np.full((n_gen, n_gen), np.nan)
     jac = rates - model.lower
     return rates, jac[:, None] * cov_w * jac[None, :]
 
 
-def two_stage(curve: Curve, data: Data, level: float, phi: float = 1.0) -> TwoStage:
+def two_stage(curve: Curve, data: Data, level: float, phi: float = 1.0, seed_effect: str = "none") -> TwoStage:
     """The two-stage interval over the generators of `data` (its levels are ignored: one rate per generator).
     Needs >= 2 generators (else NaN ends)."""
     n_gen = len(data.generators)
     if n_gen < 2:
         return TwoStage(np.nan, np.nan, np.nan, n_gen, np.full(n_gen, np.nan), np.nan, np.nan)
-    rates, cov = generator_rates(curve, data, phi)
+    rates, cov = generator_rates(curve, data, phi, seed_effect)
     spread = float(rates.var(ddof=1)) / n_gen
     shared = float(cov.sum() - np.trace(cov)) / n_gen**2 if np.all(np.isfinite(cov)) else 0.0
     beta = float(rates.mean())
