@@ -38,9 +38,9 @@ import pandas as pd
 
 from study.analysis.cells import Group, arm_mask, arms_of, check_cells, generator_of
 from study.analysis.curve import fit_curve
-from study.analysis.joint import SEED_EFFECT, fit_arm
+from study.analysis.joint import fit_arm
 from study.analysis.mixed import Data, unpooled_dispersion
-from study.analysis.simulate import PlantedArm, simulate_cells
+from study.analysis.simulate import PlantedArm, seed_worth, simulate_cells
 from study.analysis.two_stage import METHOD, two_stage
 
 LEVEL = 0.9
@@ -74,7 +74,7 @@ SEED_SCENARIOS = (  # seeds that differ (issue 20)
 
 
 def study_intervals(
-    cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True, seed_effect: str = SEED_EFFECT
+    cells: pd.DataFrame, level: float = LEVEL, by_base: bool = True, seed_effect: str = "auto"
 ) -> list[dict]:
     """The four kinds of interval per arm (and per arm and base) of one simulated cells table: the reported, random
     and fixed ones exactly as study.analysis.joint computes them (per base: one fit sharing the curve and tau; the
@@ -94,7 +94,8 @@ def study_intervals(
             for where, r in [("arm", fitted.row)] + [(f"base {b['base_per_class']:g}", b) for b in fitted.per_base]:
                 key = "arm" if where == "arm" else r["base_per_class"]
                 out = {**common, "where": where, "generators": r["n_generators"], "tau": r["generator_sd"],
-                       "generator_p": fitted.row.get("generator_p", np.nan)}  # fmt: skip
+                       "generator_p": fitted.row.get("generator_p", np.nan),
+                       "seed_effect_used": fitted.row.get("seed_effect", ""), "seed_p": fitted.row.get("seed_p", np.nan)}  # fmt: skip
                 ends = (r["beta"], r["beta_lo"], r["beta_hi"])
                 if random:
                     rows.append({**out, "method": "reported", "two_stage": r["interval_method"] == METHOD,
@@ -102,20 +103,32 @@ def study_intervals(
                     ends = fitted.profile.get(key, ends)
                 rows.append({**out, "method": "random" if random else "fixed",
                              **dict(zip(("beta", "lo", "hi"), ends, strict=True))})  # fmt: skip
-        phi, _ = unpooled_dispersion(g.curve, Data.build(real, syn, gens, syn["base_per_class"]), seed_effect)
+        used = fitted.row["seed_effect"]  # "auto" resolved by the seeds' test (study.analysis.joint.seed_choice)
+        phi, _ = unpooled_dispersion(g.curve, Data.build(real, syn, gens, syn["base_per_class"]), used)
         subsets = [("arm", np.ones(len(syn), bool))]
         subsets += [(f"base {b:g}", (syn["base_per_class"] == b).to_numpy()) for b in sorted(syn["base_per_class"].unique())
                     if by_base]  # fmt: skip
         for where, mask in subsets:
             d = Data.build(real, syn[mask], gens[mask], np.zeros(int(mask.sum()), int))
-            est = two_stage(g.curve, d, level, phi, seed_effect)
+            est = two_stage(g.curve, d, level, phi, used)
             rows.append({**common, "where": where, "method": "two-stage", "generators": est.n_generators,
                          "beta": est.beta, "lo": est.lo, "hi": est.hi, "tau": np.nan})  # fmt: skip
     return rows
 
 
+def own_rate_factor(seed: int, scenario: Scenario) -> float:
+    """With seeds whose real subsets are worth w_s images per nominal one (`seed_size_sd`), the rate the models can
+    see: a synthetic image worth beta nominal images is worth beta / w_s of its own seed's real images, and no
+    model can tell the nominal image from the seeds' average one (a seed effect sums to 0 over seeds), so the
+    estimand is beta times the mean over the study's seeds of 1 / w_s; 1 without seed size effects."""
+    if scenario.seed_size_sd == 0:
+        return 1.0
+    worth = seed_worth(seed, DESIGN["seeds"], scenario.seed_size_sd)
+    return float(np.mean([1 / w for w in worth.values()]))
+
+
 def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_base: bool = True, log=None,
-                  partial: Path | None = None, seed_effect: str = SEED_EFFECT) -> pd.DataFrame:  # fmt: skip
+                  partial: Path | None = None, seed_effect: str = "auto") -> pd.DataFrame:  # fmt: skip
     """Every interval of `studies` simulated studies per scenario (study `i` of every scenario is drawn from seed
     `seed + i`, its `study` number, so scenarios differ only in the generator effects and runs with different
     seeds add up). Studies interleave the scenarios, so a run
@@ -126,8 +139,9 @@ def run_scenarios(scenarios=SCENARIOS, studies: int = 200, seed: int = 0, by_bas
         for scenario in scenarios:
             cells = simulate_cells(scenario.arms(), generator_sd=scenario.generator_sd, seed=seed + i,
                                    seed_sd=scenario.seed_sd, seed_size_sd=scenario.seed_size_sd, **DESIGN)  # fmt: skip
-            new = [{"scenario": scenario.name, "study": seed + i, "seed_effect": seed_effect, **r}
-                   for r in study_intervals(cells, by_base=by_base, seed_effect=seed_effect)]  # fmt: skip
+            own = own_rate_factor(seed + i, scenario)
+            new = [{"scenario": scenario.name, "study": seed + i, "seed_effect": seed_effect, **r,
+                    "truth": r["truth"] * own} for r in study_intervals(cells, by_base=by_base, seed_effect=seed_effect)]  # fmt: skip
             rows += new
             if partial is not None:
                 pd.DataFrame(new).to_csv(partial, mode="a", header=not partial.exists(), index=False)
@@ -228,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         studies = int(intervals.groupby("scenario")["study"].nunique().min())
         seconds, wall = (60 * args.cpu_minutes if args.cpu_minutes else float("nan")), float("nan")
     else:
-        intervals = run_scenarios(studies=args.studies, seed=args.seed, log=sys.stderr, partial=args.csv)
+        intervals = run_scenarios(
+            SCENARIOS + SEED_SCENARIOS, studies=args.studies, seed=args.seed, log=sys.stderr, partial=args.csv
+        )
         studies, seconds, wall = args.studies, time.process_time() - start, time.perf_counter() - wall
     text = _markdown(intervals, studies, seconds, wall, args.note)
     print(text)

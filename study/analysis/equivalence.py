@@ -54,9 +54,9 @@ and n_syn synthetic training images (totals over classes). Failed cells are list
    log-likelihood is divided by phi = max(1, Pearson chi2 / df) of an unpooled fit with one rate per
    (generator, base). beta's interval is the profile-likelihood set {beta : 2 [l_hat - l_p(beta)] <= q},
    q = F(1, nu)(level) with Satterthwaite's nu for a variance with a part from few generators (chi2_1 when
-   phi = 1 and tau = 0). The arm's beta and intervals (also per base) are two-stage ones instead
-   (study.analysis.two_stage: one rate per generator, their mean +- t(G-1) se, the se from their spread and the
-   shared curve's covariance) with fewer than 5 generators (an open-set arm on fewer than 5 seeds: tau rests on
+   phi = 1 and tau = 0). The arm's intervals (also per base) are two-stage ones instead
+   (study.analysis.two_stage: one rate per generator, then beta +- t(G-1) se about the same fitted beta, the se from
+   the rates' spread and the shared curve's covariance) with fewer than 5 generators (an open-set arm on fewer than 5 seeds: tau rests on
    too few draws) or where tau is estimated > 0 (a likelihood-ratio test of tau = 0 on the 50:50 chi2_0:chi2_1
    mixture gives p < 0.45; study.analysis.joint has the rule). Chosen by measured coverage (python -m
    study.analysis.coverage, reports/coverage.md).

@@ -23,8 +23,12 @@ cell's effective size, so beta's lower bound (-n_base / n_syn) stays where the l
 size factor below 1 leaves a flat region (n_eff clamped) that needed grid starts and still gave a degenerate
 per-base profile interval on CIFAR-10 (closed, base 40). With a logit-log curve the two are the same model on the
 real cells. The seed effects are fixed (3 seeds are too few to estimate their variance) and sum to zero, so the
-curve is the average seed's; with one seed, or seeds that do not differ (delta_s ~ 0), the model is today's at the
-cost of S - 1 parameters (reports/coverage.md: the reduced check, with and without planted seed effects).
+curve is the average seed's. They enter only where the real cells alone show that the seeds differ: an F test of
+the seed effects on the real cells (study.analysis.mixed.seed_test), p < SEED_TEST_LEVEL = 0.05 (`seed_p`, and
+`seed_effect` says which model was fitted). Why not always: a seed's effect is fitted from all of its cells, and
+an open-set arm has one generator per seed, so a free seed effect also absorbs that generator's effect; with the
+seed effect always on, open-set arms with a generator effect of sd 0.3 covered 83% per arm at nominal 90% (35
+simulated studies; 94% without it: reports/coverage.md). BreastMNIST's seeds: p = 0.002; CIFAR-10 16 px: 0.55.
 Per arm:
 - one rate beta over every base and volume (`fit`), with its profile-likelihood interval;
 - one rate per base size from one fit that shares the curve and tau (`fit_by_base`): a base's interval borrows
@@ -36,8 +40,9 @@ An upper end beyond beta = 1000 is reported as inf; a lower end where some cell'
 that edge.
 
 Which interval is reported (chosen by measured coverage, reports/coverage.md; `interval_method` names it per row):
-the arm's rate and intervals (arm and each base) come from the two-stage estimator (study.analysis.two_stage: one
-rate per generator, t(G-1) over generators) when
+the arm's intervals (arm and each base) are two-stage ones (study.analysis.two_stage: one rate per generator,
+t(G-1) over generators; the half-width from their spread, centred on the random-effect fit's rate, not on their
+mean, which the rate's lower bound skews upward: TwoStage.centred) when
 - the arm has fewer than FEW_GENERATORS generators (it is flagged `few_generators`; an open-set arm has one per
   seed): tau rests on too few draws, and on open-set arms with 3 generators the profile interval covered 81-83% per
   arm at nominal 90%; or
@@ -51,11 +56,11 @@ rate per generator, t(G-1) over generators) when
   test has little power there (p < 0.05 in 24% of arms at sd 0.3, 50% at sd 0.5, over 40 pilot studies,
   seeds 2000-2039). Without a generator effect tau_hat = 0 in ~3 of 4 arms, so the median interval keeps its
   width; the other arms get the wider two-stage interval.
-Otherwise the random-effect profile interval is reported. Measured over 100 simulated studies per scenario
-(reports/coverage.md, nominal 90%, per arm / per base): no generator effect 91% / 92.7% (24% of arms two-stage,
-median width ratio to the cells-independent interval 1.01, mean 1.23); closed-set arms with a shared effect of sd
-0.3: 90.0% / 92.0%, sd 0.5: 86.5% / 91.3% (the profile interval alone 86.5% and 82.0% per arm; the sd 0.5 gap is
-the arms where tau_hat = 0 although generators differ); open-set arms 93.5% / 94.3%.
+Otherwise the random-effect profile interval is reported. Measured over 50 simulated studies per scenario
+(reports/coverage.md, nominal 90%, per arm / per base): no generator effect 94% / 93% (25% of arms two-stage,
+median width ratio to the cells-independent interval 1.01); closed-set arms with a shared effect of sd 0.3: 92% /
+93%, sd 0.5: 91% / 91% (the profile interval alone 86% and 87% per arm); open-set arms 94% / 97%; seeds shifted on
+the logit (sd 0.5) 91% / 91%; seeds whose subsets are worth exp(N(0, 0.8^2)) images per nominal one 100% / 99%.
 
 Costs ~1-3 s per arm (a fit per model, a profile per rate, one fixed-effect fit for the test of tau = 0); never
 imports torch.
@@ -78,6 +83,7 @@ from study.analysis.mixed import (
     generator_df,
     lr_test,
     satterthwaite_df,
+    seed_test,
     unpooled_dispersion,
 )
 
@@ -88,6 +94,7 @@ INTERVAL_METHOD = "profile likelihood, random effect per generator"
 FIXED_METHOD = "profile likelihood, cells independent given the curve"  # random=False: for comparison only
 LEVELS = {"base": "base_per_class", "volume": "volume_per_class"}
 SEED_EFFECT = "logit"  # the seeds' real subsets: study.analysis.mixed.SEED_EFFECTS; why this one: the docstring
+SEED_TEST_LEVEL = 0.05  # the seed effect enters the joint model where the real cells' test of it gives p below this
 
 
 def no_joint_fit(n_cells: int, reason: str) -> dict:
@@ -141,12 +148,13 @@ def fit_arm(
     *,
     random: bool = True,
     tests: bool = True,
-    seed_effect: str = SEED_EFFECT,
+    seed_effect: str = "auto",
 ) -> ArmFit:
     """The joint model of one arm's done synthetic cells `syn` with the real cells `real`: the arm's row and (with
     `by_base`) one row per base size. `random=False` fixes tau at 0 (cells independent given the curve: the model
     before generator effects, kept for comparison); `tests=False` skips the heterogeneity fits (and, without
-    `by_base`, the per-base one)."""
+    `by_base`, the per-base one). `seed_effect`: "auto" (the seeds' test on the real cells decides, `seed_choice`)
+    or one of study.analysis.mixed.SEED_EFFECTS."""
     n_cells = len(real) + len(syn)
     curve = g.curve
     reason = ("the real learning curve does not rise with n: beta is not identifiable"
@@ -161,6 +169,7 @@ def fit_arm(
     gens = generator_of(syn).to_numpy()
     data = {name: Data.build(real, syn, gens, syn[col]) for name, col in LEVELS.items()}
     data["one"] = Data.build(real, syn, gens, np.zeros(len(syn), int))
+    seed_effect, seed_p = seed_choice(curve, data["one"], seed_effect)
     phi, df_phi = unpooled_dispersion(curve, data["base"], seed_effect)
     k = len(curve.theta)
 
@@ -176,7 +185,7 @@ def fit_arm(
            "dispersion_df": df_phi,
            "n_cells": data["one"].n_cells, "reason": reason, "curve_model": curve.model, "n_generators": n_gen,
            "generator_sd": float(x_one[one.tau_index]),
-           "seed_effect": seed_effect, "seed_sd": _seed_sd(one, x_one), "generator_p": p_tau, "few_generators": n_gen < FEW_GENERATORS,
+           "seed_effect": seed_effect, "seed_p": seed_p, "seed_sd": _seed_sd(one, x_one), "generator_p": p_tau, "few_generators": n_gen < FEW_GENERATORS,
            "interval_method": INTERVAL_METHOD if random else FIXED_METHOD,
            **dict(zip(curve.family.params, map(float, curve.family.natural(x_one[:k], curve.floor)), strict=True))}  # fmt: skip
 
@@ -204,6 +213,15 @@ def fit_arm(
     models = {"one rate": (one, x_one, ll_one)} | {f"rate per {name}": fit for name, fit in fits.items()}
     profile = _two_stage_fallback(curve, real, syn, gens, row, per_base, g.level, phi, seed_effect) if random else {}
     return ArmFit(row, per_base, models, profile)
+
+
+def seed_choice(curve, d: Data, seed_effect: str = "auto") -> tuple[str, float]:
+    """The seed effect a fit uses and the p of the real cells' test of it (study.analysis.mixed.seed_test): with
+    "auto", SEED_EFFECT where p < SEED_TEST_LEVEL, else "none"; an explicit choice is kept (p still reported)."""
+    _, p = seed_test(curve, d, SEED_EFFECT if seed_effect in ("auto", "none") else seed_effect)
+    if seed_effect != "auto":
+        return seed_effect, p
+    return (SEED_EFFECT if np.isfinite(p) and p < SEED_TEST_LEVEL else "none"), p
 
 
 def _generator_test(one: Mixed, x_one, ll_one: float, df_phi: float) -> float:
@@ -236,9 +254,9 @@ def uses_two_stage(row: dict) -> bool:
 def _two_stage_fallback(
     curve, real, syn, gens, row: dict, per_base: list[dict], level: float, phi: float, seed_effect: str = "none"
 ) -> dict:
-    """Where `uses_two_stage`, replace the arm's (and each base's) rate and interval by the two-stage ones over its
-    generators (at a base: the generators with cells at that base), in place; returns the replaced random-effect
-    (beta, lo, hi) by "arm" and base size (empty when nothing is replaced)."""
+    """Where `uses_two_stage`, replace the arm's (and each base's) interval by the two-stage one over its generators
+    (at a base: the generators with cells at that base) about the same rate (TwoStage.centred), in place; returns
+    the replaced random-effect (beta, lo, hi) by "arm" and base size (empty when nothing is replaced)."""
     if not uses_two_stage(row):
         return {}
     profile = {}
@@ -250,9 +268,10 @@ def _two_stage_fallback(
             continue
         est = two_stage.two_stage(curve, d, level, phi, seed_effect)
         profile[key] = (r["beta"], r["beta_lo"], r["beta_hi"])
-        reason = "" if np.isfinite(est.lo) and np.isfinite(est.hi) else "the two-stage interval is not finite"
-        r |= {"beta": est.beta, "beta_lo": est.lo, "beta_hi": est.hi, "interval_df": est.n_generators - 1,
-              "reason": reason, "interval_method": two_stage.METHOD}  # fmt: skip
+        lo, hi = est.centred(r["beta"], Linear(1).lower(d)[0])
+        reason = "" if np.isfinite(lo) and np.isfinite(hi) else "the two-stage interval is not finite"
+        r |= {"beta_lo": lo, "beta_hi": hi, "interval_df": est.n_generators - 1, "reason": reason,
+              "interval_method": two_stage.METHOD}  # fmt: skip
     return profile
 
 

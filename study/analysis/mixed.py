@@ -480,6 +480,35 @@ def lr_test(ll_small: float, ll_big: float, n_params: int, df: float = np.inf) -
     return stat, float(stats.chi2.sf(stat, n_params))
 
 
+def seed_test(curve: Curve, d: Data, seed_effect: str = "logit") -> tuple[float, float]:
+    """(F, p) of the seeds' effects on the real cells alone: the real curve refitted with and without `seed_effect`
+    (S - 1 fixed effects), F = (D_0 - D_1) / (S - 1) / phi_1 on F(S - 1, n - k - S + 1), D the binomial deviances
+    and phi_1 = max(1, Pearson chi2 / df) of the fit with them (the cells' own scatter: classifier noise). NaN
+    with fewer than 2 seeds or no residual df. Only real cells enter, so a generator's effect cannot pass for a
+    seed's (study.analysis.joint: why that matters)."""
+    model = Mixed(curve, d, Linear(1), random=False, seed_effect=seed_effect)
+    n_seeds = model.n_seed_params
+    df = len(d.y_real) - len(curve.theta) - n_seeds
+    if not n_seeds or df <= 0:
+        return np.nan, np.nan
+    x = np.concatenate([curve.free, np.zeros(model.tau_index - model.k + 1), model.seed_start()])
+    x[: model.k] = model._cache["seed_start"][0]
+    plain = Mixed(curve, d, Linear(1), random=False)
+
+    def nll(theta):
+        return -plain.real_loglik(np.concatenate([theta, x[model.k : model.tau_index + 1]]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theta0 = optimize.minimize(nll, curve.free, method="BFGS").x
+    ll_0 = max(-nll(theta0), -nll(curve.free))  # the real fit itself, in case BFGS did worse
+    ll_1 = model.real_loglik(x)
+    mu = model.prob(x, d.n_real, d.seed_real, d.n_real)
+    phi = max(1.0, float(np.sum((d.y_real - d.m_real * mu) ** 2 / (d.m_real * mu * (1 - mu)))) / df)
+    f = max(2 * (ll_1 - ll_0), 0.0) / n_seeds / phi
+    return f, float(stats.f.sf(f, n_seeds, df))
+
+
 def unpooled_dispersion(curve: Curve, d: Data, seed_effect: str = "none") -> tuple[float, float]:
     """phi = max(1, Pearson chi2 / df) of the real cells about the curve and of the synthetic cells about a rate
     fitted per (generator, level) with the curve held: the cells' own scatter, free of generator effects. df =

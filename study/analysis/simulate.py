@@ -97,6 +97,14 @@ def _cells(arms, bases, extras, volumes, seeds) -> list[tuple[Cell, PlantedArm |
     return out
 
 
+def seed_worth(seed: int, seeds, seed_size_sd: float) -> dict:
+    """What each seed's real subset is worth per nominal image in the table `simulate_cells(..., seed=seed)` draws
+    with `seed_size_sd`: w_s = exp(a_s), a_s ~ Normal(0, seed_size_sd), from its own stream (so tables without it
+    are unchanged)."""
+    draws = np.random.default_rng([seed, 2]).normal(0.0, seed_size_sd, len(seeds))
+    return dict(zip(seeds, np.exp(draws), strict=True))
+
+
 def simulate_cells(
     arms: Sequence[PlantedArm] = (PlantedArm("closed", beta=0.3),),
     *,
@@ -124,8 +132,7 @@ def simulate_cells(
     rng = np.random.default_rng(seed)
     gen_rng = np.random.default_rng([seed, 1])  # its own stream: tables without generator effects are unchanged
     seed_shift = dict(zip(seeds, rng.normal(0.0, seed_sd, len(seeds)), strict=True))
-    size_rng = np.random.default_rng([seed, 2])  # its own stream: tables without it are unchanged
-    worth = dict(zip(seeds, np.exp(size_rng.normal(0.0, seed_size_sd, len(seeds))), strict=True))
+    worth = seed_worth(seed, seeds, seed_size_sd)
     rows, measured, generators = [], {}, {}
     for cell, arm in _cells(arms, bases, extras, volumes, seeds):
         n_base, n_extra, n_syn = (
