@@ -318,6 +318,14 @@ class Mixed:
             self._cache["seed_start"] = (x[: self.k], x[self.tau_index + 1 :])
         return self._cache["seed_start"][1]
 
+    def real_fit_x(self) -> np.ndarray:
+        """x at the real cells' own fit with the seed effects (`seed_start`; the curve's real fit without them),
+        rates and tau 0: where the seeds' test and the unpooled dispersion hold the curve."""
+        x = np.concatenate([self.curve.free, np.zeros(self.tau_index - self.k + 1), self.seed_start()])
+        if self.n_seed_params:
+            x[: self.k] = self._cache["seed_start"][0]
+        return x
+
     def to_w(self, x) -> np.ndarray:
         w = np.array(x, float)
         if self.lower is not None:
@@ -502,8 +510,7 @@ def seed_test(curve: Curve, d: Data, seed_effect: str = "logit") -> tuple[float,
     df = len(d.y_real) - len(curve.theta) - n_seeds
     if not n_seeds or df <= 0:
         return np.nan, np.nan
-    x = np.concatenate([curve.free, np.zeros(model.tau_index - model.k + 1), model.seed_start()])
-    x[: model.k] = model._cache["seed_start"][0]
+    x = model.real_fit_x()
     plain = Mixed(curve, d, Linear(1), random=False)
 
     def nll(theta):
@@ -526,9 +533,7 @@ def unpooled_dispersion(curve: Curve, d: Data, seed_effect: str = "none") -> tup
     cells - curve params - (generator, level) pairs. With a `seed_effect` the real cells' curve is refitted with
     it (and held with it): seed-to-seed differences are not cell scatter either (df - (seeds - 1))."""
     model = Mixed(curve, d, Linear(len(d.levels)), random=False, seed_effect=seed_effect)
-    x = np.concatenate([curve.free, np.zeros(model.tau_index - model.k + 1), model.seed_start()])
-    if model.n_seed_params:
-        x[: model.k] = model._cache["seed_start"][0]
+    x = model.real_fit_x()
     y, m = d.y_real, d.m_real
     mu = model.prob(x, d.n_real, d.seed_real, d.n_real)
     chi2 = float(np.sum((y - m * mu) ** 2 / (m * mu * (1 - mu))))
