@@ -9,6 +9,7 @@ from scipy import stats
 
 from study.analysis.estimators import (
     gain_diagnostics,
+    head_to_head,
     newcombe_difference,
     paired_gains,
     spearman,
@@ -51,6 +52,39 @@ def test_one_seed_gain_uses_newcombe_not_wald():
     lo, hi = newcombe_difference(100, 100, 100, 100, 0.9)
     assert lo < -0.02 and hi > 0.02  # Wald: sqrt(0 + 0) = 0, a zero-width interval
     assert gains.set_index("arm").loc["real-extra", "mean"] == 0.0
+
+
+def _sampled_cells(rng, generators: dict[str, tuple[int, int]], shift: dict[str, float]) -> pd.DataFrame:
+    """Cells of arms that sample the same closed-set generators (key -> (seed, base)): a generator's own quality
+    (large, shared by its arms) plus the arm's planted shift plus cell noise, at volumes 1..8 x base."""
+    rows = []
+    for key, (seed, base) in generators.items():
+        quality = rng.normal(0.6, 0.05)
+        for vol in (1, 2, 4, 8):
+            for arm, delta in shift.items():
+                rows.append({"arm": arm, "arm_kind": "closed", "generator_key": key, "seed": seed,
+                             "base_per_class": base, "extra_per_class": 0, "volume_per_class": vol * base,
+                             "test_acc": quality + delta + rng.normal(0, 0.005), "n_test": 1000})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_head_to_head_pairs_out_the_generator_and_recovers_the_shift():
+    """Two ways of sampling the same generators: their difference is found with the generators' large spread
+    (sd 0.05) paired out, one value per generator, and the t interval over generators covers the planted 0.02.
+    Arms without a shared generator (open) are not compared; a cell without its partner is left out."""
+    rng = np.random.default_rng(0)
+    gens = {f"g-s{s}-b{b}": (s, b) for s in range(3) for b in (5, 10, 20)}
+    done = _sampled_cells(rng, gens, {"conditional": 0.0, "scoremix-far": 0.02})
+    open_set = done[done["arm"] == "conditional"].assign(arm="open", arm_kind="open", generator_key="pool")
+    done = pd.concat([done, open_set, done.iloc[:0]]).drop(index=done.index[-1])  # one scoremix cell failed
+    pairs = head_to_head(done, ["real-only", "conditional", "scoremix-far", "open"], 0.9)
+    assert set(zip(pairs["a"], pairs["b"], strict=True)) == {("scoremix-far", "conditional")}
+    every = pairs.set_index("base_per_class").loc["all"]
+    assert every["n_generators"] == 9 and every["n_cells"] == 35
+    assert every["lo"] < 0.02 < every["hi"] and every["hi"] - every["lo"] < 0.02  # sd 0.05 would give ~0.06
+    per_base = pairs[pairs["base_per_class"] != "all"]
+    assert list(per_base["n_generators"]) == [3, 3, 3] and list(per_base["base_per_class"]) == [5, 10, 20]
+    assert head_to_head(done.drop(columns="generator_key"), ["conditional", "scoremix-far"], 0.9).empty
 
 
 def test_summary_of_one_seed_is_the_wilson_interval():

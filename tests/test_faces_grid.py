@@ -63,6 +63,7 @@ def test_tiny_face_grid_end_to_end(shared_data, tmp_path):
     assert "## Verification on unseen identities" in text and (out / "fig8_roc.png").exists()
     assert "Measured on verification AUC (`analysis.metric: verif_auc`)" in text
     assert "## Verification AUC vs training-set size" in text
+    assert "| sm-far − conditional | all | 2 | 2 |" in text  # head to head: ScoreMix and plain of one generator
     assert "| verification pairs | 7140 |" in text and "12 verification; identity-disjoint in 8 of 8 cells" in text
 
 

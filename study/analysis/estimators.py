@@ -5,6 +5,7 @@ differences, paired gains, rank correlations. Every function returns numbers; fo
     wilson_interval(431, 540, 0.9)                # a test-set accuracy (one seed): Wilson score interval
     newcombe_difference(431, 540, 402, 540, 0.9)  # accuracy a - accuracy b: Newcombe's hybrid score interval
     spearman(diagnostic, gain, 0.9)               # Spearman's rho with a Fisher-z interval
+    head_to_head(done, arms, 0.9)                 # two ways of sampling the same generators, cell by cell
 
 Methods: Wilson (1927) score interval (statsmodels `proportion_confint`); Newcombe (1998) method 10, the
 difference of two independent proportions from their Wilson intervals (statsmodels
@@ -114,6 +115,36 @@ def paired_gains(done: pd.DataFrame, level: float) -> tuple[pd.DataFrame, pd.Dat
                      "mean": mean, "lo": lo, "hi": hi, "binomial": binomial})  # fmt: skip
     cols = ["arm", "arm_kind", "base_per_class", "added_per_class", "n", "mean", "lo", "hi", "binomial"]
     return other, pd.DataFrame(rows, columns=cols)
+
+
+def head_to_head(done: pd.DataFrame, arms: list[str], level: float) -> pd.DataFrame:
+    """Synthetic arms that sample the same trained generators (same `generator_key`: e.g. plain, AugGen and ScoreMix
+    sampling of one closed-set generator), compared cell by cell: the metric of arm a minus that of arm b (a after
+    b in `arms`) at the same generator, seed, base and volume. The unit is the generator: each one's mean
+    difference over its matched cells, then the t interval over generators, so sampling noise, the generator's
+    own quality and the test set are paired out and only what differs between two ways of sampling it is left.
+    Rows per pair of arms ("all" bases) and per pair and base: a, b, base_per_class, n_generators, n_cells, mean,
+    lo, hi. Empty without generator keys or without two arms that share a generator."""
+    cols = ["a", "b", "base_per_class", "n_generators", "n_cells", "mean", "lo", "hi"]
+    syn = done[done["arm_kind"].isin(["closed", "open"])]
+    if "generator_key" not in syn or syn["generator_key"].isna().all():
+        return pd.DataFrame(columns=cols)
+    match = ["generator_key", "seed", "base_per_class", "volume_per_class"]
+    by_arm = {a: g.groupby(match)["test_acc"].mean() for a, g in syn[syn["generator_key"].notna()].groupby("arm")}
+    order = [a for a in arms if a in by_arm]
+    rows = []
+    for i, b in enumerate(order):
+        for a in order[i + 1 :]:
+            diff = (by_arm[a] - by_arm[b]).dropna()  # index alignment pairs the matched cells
+            if diff.empty:
+                continue
+            diff = diff.reset_index(name="d")
+            for base, part in [("all", diff), *diff.groupby("base_per_class")]:
+                per_gen = part.groupby("generator_key")["d"].mean()
+                mean, lo, hi = t_interval(per_gen, level)
+                rows.append({"a": a, "b": b, "base_per_class": base, "n_generators": len(per_gen),
+                             "n_cells": len(part), "mean": mean, "lo": lo, "hi": hi})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def gain_diagnostics(per_seed: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from study.report.sections import (
     banner,
     diagnostics_section,
     failed_cells,
+    head_to_head_section,
     overview,
     per_cell_table,
     samples_section,
@@ -89,6 +90,7 @@ def write_report(res: Results, out: str | Path, n_boot: int = 1000, level: float
         md += ["## Planning", *planning_section(eq, res.results_dir, level)]
         md += ["## Strategy comparison", *strategy_section(gains, palette, kinds, out, level, label)]
         md += strategy_diagnostics(in_arm_order(done, arms), level)
+        md += head_to_head_section(done, arms, level, label)
         md += ["## Synthetic samples", *samples_section(res, done, palette, n_classes, out)]
         md += ["## Generator diagnostics vs downstream gain", *diagnostics_section(per_seed, palette, out, level)]
         md += ["## Why did synthetic data help or not?",

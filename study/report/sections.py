@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis.estimators import gain_diagnostics, sample_set_means, spearman_by_arm
+from study.analysis.estimators import gain_diagnostics, head_to_head, sample_set_means, spearman_by_arm
 from study.report import plots
 from study.report.inputs import Results
 from study.report.markdown import capitalised, figure, fmt_ci, md_table
@@ -134,6 +134,25 @@ def strategy_diagnostics(done: pd.DataFrame, level: float) -> list[str]:
             "probability on a mixed image's two source classes (2/K by chance). CKA: linear CKA of the generator's "
             "class embeddings and the real-only classifier's class centroids (ScoreMix reports ≈ 0.35 for faces; "
             "with K classes as items, small K biases it upwards).")  # fmt: skip
+    return [note, md_table(table)]
+
+
+def head_to_head_section(done: pd.DataFrame, arms: list[str], level: float, label: str = "accuracy") -> list[str]:
+    """Arms that sample the same generators, cell by cell (study.analysis.estimators.head_to_head); nothing when no
+    two arms share one."""
+    pairs = head_to_head(done, arms, level)
+    if pairs.empty:
+        return []
+    table = pd.DataFrame({
+        "a − b": pairs["a"] + " − " + pairs["b"], "base/class": pairs["base_per_class"],
+        "generators": pairs["n_generators"], "cells": pairs["n_cells"],
+        f"{label} difference": [fmt_ci(m, lo, hi) for m, lo, hi in zip(pairs["mean"], pairs["lo"], pairs["hi"],
+                                                                        strict=True)],
+    })  # fmt: skip
+    note = (f"Head to head: arms that sample the same trained generators, compared at the same generator, seed, base "
+            f"and volume ({label} of a minus that of b). Each generator's mean difference over its cells is one "
+            f"value, and the interval is the {level:.0%} t interval over generators, so the generator's own quality "
+            "and the test set are paired out: what remains is how the two arms sample or mix it.")  # fmt: skip
     return [note, md_table(table)]
 
 
