@@ -49,6 +49,10 @@ def test_rewrite_keeps_the_prose_around_the_markers(study, tmp_path):
     assert findings.main([str(study), "--out", str(page), "--n-boot", str(N_BOOT)]) == 0
     first = page.read_text()
     assert first.startswith("# Findings\n\nProse before.\n") and "| sim (test accuracy) | closed |" in first
+    # Head to head: closed-30 mixes the same generators' samples as closed, planted at beta 0.1 against 0.3.
+    pair = findings.head_to_head_rows(locate(study)).iloc[0]
+    assert pair["a − b"] == "closed-30 − closed" and pair["generators"] == 9
+    assert _interval(pair["difference"])[1] < 0 and "| sim (test accuracy) | closed-30 − closed | 9 |" in first
     edited = first.replace(findings.FINDINGS_END, findings.FINDINGS_END + "\n\nProse after.")
     second = findings.replace_between_markers(edited, "| a new table |")
     assert second.count(findings.FINDINGS_START) == 1 and second.rstrip().endswith("Prose after.")

@@ -17,6 +17,8 @@ markers gets them appended. Columns per arm:
     diagnostics          means over the arm's sample sets: conditional accuracy (judge), near-copy share and
                          distance ratio against the base (memorisation), precision / recall (fidelity, diversity),
                          domain AUC (0.5 = indistinguishable from real)
+Below it, the head to head of arms that sample the same generators (study.analysis.estimators.head_to_head),
+pooled over base sizes.
 Cost: the analysis of each study (seconds to a minute each, the bootstrap).
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study.analysis.estimators import head_to_head
 from study.analysis.metric import metric_label
 from study.report.build import analyse_results, on_grid_metric
 from study.report.estimates import k_text, per_base_betas, rejects_one_beta
@@ -93,10 +96,32 @@ def _c2(r) -> str:
     return ours + (f" [{fmt(published, 3, sig=True)}]" if pd.notna(published) else "")
 
 
+def head_to_head_rows(res: Results, level: float = 0.9) -> pd.DataFrame:
+    """The report's head to head (study.analysis.estimators.head_to_head) pooled over base sizes: one row per pair
+    of arms that sample the same generators, on the study's metric; empty where no two arms share one."""
+    res, metric = on_grid_metric(res)
+    done = res.cells[res.cells["status"] == "done"]
+    pairs = head_to_head(done, list(dict.fromkeys(res.cells["arm"])), level)
+    pairs = pairs[pairs["base_per_class"] == "all"]
+    return pd.DataFrame({
+        "study": f"{res.name} ({metric_label(metric)})", "a − b": pairs["a"] + " − " + pairs["b"],
+        "generators": pairs["n_generators"], "cells": pairs["n_cells"],
+        "difference": [fmt_ci(m, lo, hi) for m, lo, hi in zip(pairs["mean"], pairs["lo"], pairs["hi"], strict=True)],
+    })  # fmt: skip
+
+
 def table_markdown(targets: list[str | Path], n_boot: int = 1000, level: float = 0.9) -> str:
-    rows = pd.concat([study_rows(locate(t), n_boot, level) for t in targets], ignore_index=True)
-    return (f"{level:.0%} intervals; built from {', '.join(f'`{t}`' for t in targets)} "
+    studies = [locate(t) for t in targets]
+    rows = pd.concat([study_rows(res, n_boot, level) for res in studies], ignore_index=True)
+    text = (f"{level:.0%} intervals; built from {', '.join(f'`{t}`' for t in targets)} "
             "(the same analysis as each study's report).\n\n" + md_table(rows))  # fmt: skip
+    pairs = pd.concat([head_to_head_rows(res, level) for res in studies], ignore_index=True)
+    if len(pairs):
+        text += ("\n\nHead to head: arms that sample the same trained generators, cell by cell at the same "
+                 "generator, seed, base and volume (the metric of a minus that of b), pooled over base sizes: one "
+                 f"value per generator, {level:.0%} t interval over generators (per base: each study's report).\n\n"
+                 + md_table(pairs))  # fmt: skip
+    return text
 
 
 def replace_between_markers(text: str, table: str, start: str = FINDINGS_START, end: str = FINDINGS_END) -> str:
