@@ -123,6 +123,9 @@ def head_to_head(done: pd.DataFrame, arms: list[str], level: float) -> pd.DataFr
     b in `arms`) at the same generator, seed, base and volume. The unit is the generator: each one's mean
     difference over its matched cells, then the t interval over generators, so sampling noise, the generator's
     own quality and the test set are paired out and only what differs between two ways of sampling it is left.
+    A seed's closed-set generators train on nested subsets of the same images, and their differences are taken as
+    independent: the pairing removes what the shared images do to both arms alike, though not how they might
+    favour one way of sampling over the other (an approximation; per-seed units would have 2 df with 3 seeds).
     Rows per pair of arms ("all" bases) and per pair and base: a, b, base_per_class, n_generators, n_cells, mean,
     lo, hi. Empty without generator keys or without two arms that share a generator."""
     cols = ["a", "b", "base_per_class", "n_generators", "n_cells", "mean", "lo", "hi"]
