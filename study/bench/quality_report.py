@@ -131,23 +131,26 @@ def peer_target_lines(rows: list[dict]) -> list[str]:
         return [f"- peer: training throughput >= {PEER_THROUGHPUT_TARGET:g}x the peer's and better quality at equal "
                 "CPU-minutes: not measured."]  # fmt: skip
     cases = ", ".join(row["case"] for row in rows)
+    verdicts = peer_targets(rows)["cases"]
     speed = []
     for row in rows:
         ratio, ours, peer = row["throughput_ratio"], row["ours"], row["peer"]
-        verdict = "met" if ratio >= PEER_THROUGHPUT_TARGET else f"missed, gap {PEER_THROUGHPUT_TARGET - ratio:.1f}x"
+        met = verdicts[row["case"]]["throughput_met"]
+        verdict = "met" if met else f"missed, gap {PEER_THROUGHPUT_TARGET - ratio:.1f}x"
         speed.append(f"{row['case']} {ratio:.1f}x ({verdict}; {ours['train_images_per_cpu_s']:.0f} vs "
                      f"{peer['train_images_per_cpu_s']:.0f} img/CPU-s, {ours['parameters'] / 1e6:.2f}M {ours['precision']} "
                      f"vs {peer['parameters'] / 1e6:.2f}M {peer['precision']} parameters)")  # fmt: skip
     quality = []
     for row in rows:
-        better, (lo, hi) = peer_quality_better(row)
+        _, (lo, hi) = peer_quality_better(row)
+        better = verdicts[row["case"]]["quality_better"]
         ours, peer = row["ours"], row["peer"]
         quality.append(f"{row['case']} at {row['minutes']:g} CPU-min: cond. acc {ours['cond_acc']:.3f} vs "
                        f"{peer['cond_acc']:.3f} (ours - peer {ours['cond_acc'] - peer['cond_acc']:+.2f} "
                        f"[{lo:+.2f}, {hi:+.2f}], Newcombe 95%, n = {ours['n']} each), FD {ours['fd']:.1f} vs "
                        f"{peer['fd']:.1f}" + ("" if better else " (not better)"))  # fmt: skip
-    all_speed = all(row["throughput_ratio"] >= PEER_THROUGHPUT_TARGET for row in rows)
-    all_quality = all(peer_quality_better(row)[0] for row in rows)
+    all_speed = all(v["throughput_met"] for v in verdicts.values())
+    all_quality = all(v["quality_better"] for v in verdicts.values())
     return [
         f"- peer: training throughput >= {PEER_THROUGHPUT_TARGET:g}x the peer's on {cases}: "
         f"**{'met' if all_speed else 'not met'}**; " + "; ".join(speed) + ".",
