@@ -76,7 +76,8 @@ def test_head_to_head_pairs_out_the_generator_and_recovers_the_shift():
     gens = {f"g-s{s}-b{b}": (s, b) for s in range(3) for b in (5, 10, 20)}
     done = _sampled_cells(rng, gens, {"conditional": 0.0, "scoremix-far": 0.02})
     open_set = done[done["arm"] == "conditional"].assign(arm="open", arm_kind="open", generator_key="pool")
-    done = pd.concat([done, open_set, done.iloc[:0]]).drop(index=done.index[-1])  # one scoremix cell failed
+    done = pd.concat([done, open_set], ignore_index=True)
+    done = done.drop(index=done.index[done["arm"] == "scoremix-far"][-1])  # one scoremix cell failed: not in `done`
     pairs = head_to_head(done, ["real-only", "conditional", "scoremix-far", "open"], 0.9)
     assert set(zip(pairs["a"], pairs["b"], strict=True)) == {("scoremix-far", "conditional")}
     every = pairs.set_index("base_per_class").loc["all"]
