@@ -38,6 +38,7 @@ from study.report.build import analyse_results, on_grid_metric
 from study.report.estimates import k_text, per_base_betas, rejects_one_beta
 from study.report.inputs import ReportError, Results, locate
 from study.report.markdown import fmt, fmt_ci, in_arm_order, md_table
+from study.report.sections import head_to_head_table
 from study.store import atomic_write_text
 
 FINDINGS_START = "<!-- findings table: written by `python -m study.report.findings`; edit outside the markers -->"
@@ -102,12 +103,8 @@ def head_to_head_rows(res: Results, level: float = 0.9) -> pd.DataFrame:
     res, metric = on_grid_metric(res)
     done = res.cells[res.cells["status"] == "done"]
     pairs = head_to_head(done, list(dict.fromkeys(res.cells["arm"])), level)
-    pairs = pairs[pairs["base_per_class"] == "all"]
-    return pd.DataFrame({
-        "study": f"{res.name} ({metric_label(metric)})", "a − b": pairs["a"] + " − " + pairs["b"],
-        "generators": pairs["n_generators"], "cells": pairs["n_cells"],
-        "difference": [fmt_ci(m, lo, hi) for m, lo, hi in zip(pairs["mean"], pairs["lo"], pairs["hi"], strict=True)],
-    })  # fmt: skip
+    table = head_to_head_table(pairs[pairs["base_per_class"] == "all"]).drop(columns="base/class")
+    return table.assign(study=f"{res.name} ({metric_label(metric)})")[["study", *table.columns]]
 
 
 def table_markdown(targets: list[str | Path], n_boot: int = 1000, level: float = 0.9) -> str:

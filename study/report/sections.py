@@ -137,18 +137,22 @@ def strategy_diagnostics(done: pd.DataFrame, level: float) -> list[str]:
     return [note, md_table(table)]
 
 
+def head_to_head_table(pairs: pd.DataFrame, difference: str = "difference") -> pd.DataFrame:
+    """The rows of study.analysis.estimators.head_to_head, formatted: a − b, base, generators, cells, difference."""
+    return pd.DataFrame({
+        "a − b": pairs["a"] + " − " + pairs["b"], "base/class": pairs["base_per_class"],
+        "generators": pairs["n_generators"], "cells": pairs["n_cells"],
+        difference: [fmt_ci(m, lo, hi) for m, lo, hi in zip(pairs["mean"], pairs["lo"], pairs["hi"], strict=True)],
+    })  # fmt: skip
+
+
 def head_to_head_section(done: pd.DataFrame, arms: list[str], level: float, label: str = "accuracy") -> list[str]:
     """Arms that sample the same generators, cell by cell (study.analysis.estimators.head_to_head); nothing when no
     two arms share one."""
     pairs = head_to_head(done, arms, level)
     if pairs.empty:
         return []
-    table = pd.DataFrame({
-        "a − b": pairs["a"] + " − " + pairs["b"], "base/class": pairs["base_per_class"],
-        "generators": pairs["n_generators"], "cells": pairs["n_cells"],
-        f"{label} difference": [fmt_ci(m, lo, hi) for m, lo, hi in zip(pairs["mean"], pairs["lo"], pairs["hi"],
-                                                                        strict=True)],
-    })  # fmt: skip
+    table = head_to_head_table(pairs, f"{label} difference")
     note = (f"Head to head: arms that sample the same trained generators, compared at the same generator, seed, base "
             f"and volume ({label} of a minus that of b). Each generator's mean difference over its cells is one "
             f"value, and the interval is the {level:.0%} t interval over generators, so the generator's own quality "
