@@ -269,3 +269,18 @@ def test_why_sentences_split_an_arm_by_base_when_its_beta_differs_between_bases(
     whole = sentences(points, fit.assign(heterogeneity_base_p=0.4), by_base)
     assert "- **open** helped" in whole and "at 5/class" not in whole
     assert sentences(points, fit) == sentences(points, fit, None)
+
+
+def test_why_sentences_say_once_when_no_arm_had_the_other_outcome():
+    """Where every arm failed to help (the LFW study), no diagnostic can separate them: one line names them all,
+    instead of the same sentence once per arm."""
+    from study.report.diagnostics import sentences
+
+    cells = _cells()
+    points = dx.sample_set_points(cells.drop(columns="beta"), cells[["cell", "beta"]])
+    fit = pd.DataFrame({"arm": ["closed", "closed-30", "open"], "verdict": ["no measurable gain", "hurts",
+                        "no measurable gain"], "heterogeneity_base_p": [0.6, 0.5, 0.4]})  # fmt: skip
+    items = [s for s in sentences(points, fit).splitlines() if s.startswith("- ")]
+    assert items == ["- **closed**, **closed-30**, **open**: did not help (β's interval includes or lies below 0). "
+                     "No arm had the other outcome, so no diagnostic can separate the arms that helped from those "
+                     "that did not."]  # fmt: skip

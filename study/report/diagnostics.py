@@ -151,13 +151,16 @@ def sentences(points: pd.DataFrame, fit: pd.DataFrame, fit_by_base: pd.DataFrame
     helped = {a: v == "gain" for a, v in verdicts.items() if v in ("gain", "no measurable gain", "hurts")}
     table = dx.separations(points, helped)
     lines = [f"- **{a}**: β is {v}, so it is in neither group." for a, v in verdicts.items() if a not in helped]
+    alone = [r for r in table.itertuples() if not r.rivals]
+    if alone:  # no arm of the other outcome: one sentence for all of them, not one per arm
+        outcome = "helped (β > 0)" if alone[0].helped else "did not help (β's interval includes or lies below 0)"
+        lines.append(f"- {', '.join(f'**{r.arm}**' for r in alone)}: {outcome}. No arm had the other outcome, so no "
+                     "diagnostic can separate the arms that helped from those that did not.")  # fmt: skip
     for r in table.itertuples():
         outcome = "helped (β > 0)" if r.helped else "did not help (β's interval includes or lies below 0)"
         if not r.rivals:
-            every = "helped" if r.helped else "failed to help"
-            lines.append(f"- **{r.arm}** {outcome}; every synthetic arm {every}, so no diagnostic can separate the "
-                         "arms that helped from those that did not.")  # fmt: skip
-        elif r.shared:
+            continue
+        if r.shared:
             lines.append(f"- **{r.arm}** {outcome}, but it trains on the same sample sets as {', '.join(r.rivals)} "
                          "(of the other outcome): no sample-set diagnostic can separate them; the difference is in "
                          "how the samples are mixed into training.")  # fmt: skip
