@@ -252,7 +252,7 @@ def test_cost_estimate_from_bench_figures_for_the_quickstart(tmp_path):
     assert set(est.artifacts_by_stage) == {"reference", "generator", "samples", "classifier"}
     # The bench has no figure for the sample-set diagnostics: left out, and said so.
     assert (
-        est.unmeasured == {"diagnostics": 36} and "not included, no measured rate: diagnostics 36 x" in est.describe()
+        est.unmeasured == {"diagnostics": 45} and "not included, no measured rate: diagnostics 45 x" in est.describe()
     )
     with pytest.raises(CostError, match="no measured rate for the diagnostics workload"):
         estimate(plan, rates, list(plan.nodes.values()))

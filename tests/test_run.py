@@ -49,13 +49,13 @@ def done_markers(results: Path) -> dict[Path, int]:
 def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert run([str(REPO / "grids" / "quickstart.yaml"), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "grid quickstart: 234 cells" in out
+    assert "grid quickstart: 270 cells" in out
     assert "generator       12 needed,     0 cached,    12 to compute" in out
     assert "reference        3 needed" in out  # one judge per seed
-    # 12 generators shared by 5 arms: closed and closed-30 share their sample sets; auggen and scoremix-far sample
-    # the closed-set generators in their own way (3 bases x 3 seeds each); open: 3 seeds x 3 bases
-    assert "samples         30 needed" in out and "classifier     219 needed" in out
-    assert "diagnostics     36 needed" in out
+    # 12 generators shared by 6 arms: closed and closed-30 share their sample sets; auggen, auggen-0.7 and
+    # scoremix-far sample the closed-set generators in their own ways (3 bases x 3 seeds each); open: 3 seeds x 3 bases
+    assert "samples         39 needed" in out and "classifier     255 needed" in out
+    assert "diagnostics     45 needed" in out
     assert not (tmp_path / "quickstart").exists()  # computes nothing
 
 
