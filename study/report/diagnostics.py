@@ -153,13 +153,12 @@ def sentences(points: pd.DataFrame, fit: pd.DataFrame, fit_by_base: pd.DataFrame
     lines = [f"- **{a}**: β is {v}, so it is in neither group." for a, v in verdicts.items() if a not in helped]
     alone = [r for r in table.itertuples() if not r.rivals]
     if alone:  # no arm of the other outcome: one sentence for all of them, not one per arm
-        outcome = "helped (β > 0)" if alone[0].helped else "did not help (β's interval includes or lies below 0)"
-        lines.append(f"- {', '.join(f'**{r.arm}**' for r in alone)}: {outcome}. No arm had the other outcome, so no "
-                     "diagnostic can separate the arms that helped from those that did not.")  # fmt: skip
+        lines.append(f"- {', '.join(f'**{r.arm}**' for r in alone)}: {_outcome(alone[0].helped)}. No arm had the "
+                     "other outcome, so no diagnostic can separate the arms that helped from those that did not.")  # fmt: skip
     for r in table.itertuples():
-        outcome = "helped (β > 0)" if r.helped else "did not help (β's interval includes or lies below 0)"
         if not r.rivals:
             continue
+        outcome = _outcome(r.helped)
         if r.shared:
             lines.append(f"- **{r.arm}** {outcome}, but it trains on the same sample sets as {', '.join(r.rivals)} "
                          "(of the other outcome): no sample-set diagnostic can separate them; the difference is in "
@@ -179,6 +178,10 @@ def sentences(points: pd.DataFrame, fit: pd.DataFrame, fit_by_base: pd.DataFrame
             f"{a} (β differs between bases: p = {p[a]:.2g})" for a in split
         )
     return f"Which diagnostic separates the arms that helped from those that did not ({where}):\n\n" + "\n".join(lines)
+
+
+def _outcome(helped: bool) -> str:
+    return "helped (β > 0)" if helped else "did not help (β's interval includes or lies below 0)"
 
 
 def _unit(arm: str, base, split: dict) -> str:
